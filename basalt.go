@@ -1,0 +1,218 @@
+// Package basalt is the domain vocabulary of Basalt, a block-storage control plane that speaks
+// the OpenStack Block Storage (Cinder) v3 API: volumes, volume types, services, pools, user
+// messages and operations, with their statuses and legal transitions. It imports nothing but the
+// standard library; every other package builds on it.
+package basalt
+
+import (
+	"strings"
+	"time"
+)
+
+// TimeLayout is how every timestamp leaves the API: UTC, six fractional digits, no zone suffix.
+// gophercloud fails to parse a trailing "Z".
+const TimeLayout = "2006-01-02T15:04:05.000000"
+
+// DefaultTypeName is the name of the volume type used when a request names none.
+const DefaultTypeName = "__DEFAULT__"
+
+// DefaultZone is the availability zone of a backend whose configuration names none.
+const DefaultZone = "nova"
+
+// VolumeStatus is the status of a volume as Cinder names it.
+type VolumeStatus string
+
+// Volume statuses used by Basalt (a subset of Cinder's VolumeStatus).
+const (
+	StatusCreating      VolumeStatus = "creating"
+	StatusAvailable     VolumeStatus = "available"
+	StatusDeleting      VolumeStatus = "deleting"
+	StatusError         VolumeStatus = "error"
+	StatusErrorDeleting VolumeStatus = "error_deleting"
+	StatusInUse         VolumeStatus = "in-use"
+	StatusAttaching     VolumeStatus = "attaching"
+	StatusDetaching     VolumeStatus = "detaching"
+	StatusExtending     VolumeStatus = "extending"
+	StatusErrorExtend   VolumeStatus = "error_extending"
+	StatusMaintenance   VolumeStatus = "maintenance"
+	StatusErrorRestore  VolumeStatus = "error_restoring"
+	StatusErrorManaging VolumeStatus = "error_managing"
+)
+
+// AllVolumeStatuses lists every status an admin may set with os-reset_status.
+var AllVolumeStatuses = []VolumeStatus{
+	StatusCreating, StatusAvailable, StatusDeleting, StatusError, StatusErrorDeleting,
+	StatusInUse, StatusAttaching, StatusDetaching, StatusExtending, StatusErrorExtend,
+	StatusMaintenance, StatusErrorRestore, StatusErrorManaging,
+}
+
+// Transitional reports whether s is a status that an operation in flight holds; a volume in
+// such a status always has an operation record with a deadline.
+func (s VolumeStatus) Transitional() bool {
+	switch s {
+	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending:
+		return true
+	}
+	return false
+}
+
+// Deletable reports whether a volume in status s may be deleted without force.
+func (s VolumeStatus) Deletable() bool {
+	switch s {
+	case StatusAvailable, StatusError, StatusErrorRestore, StatusErrorExtend, StatusErrorManaging:
+		return true
+	}
+	return false
+}
+
+// Attach statuses of a volume.
+const (
+	AttachDetached = "detached"
+	AttachAttached = "attached"
+)
+
+// A Volume is a block device owned by a project and placed on one pool.
+type Volume struct {
+	ID               string            `json:"id"`
+	ProjectID        string            `json:"project_id"`
+	UserID           string            `json:"user_id"`
+	Name             *string           `json:"name"`
+	Description      *string           `json:"description"`
+	Size             int               `json:"size"`
+	Status           VolumeStatus      `json:"status"`
+	AttachStatus     string            `json:"attach_status"`
+	AvailabilityZone string            `json:"availability_zone"`
+	VolumeTypeID     string            `json:"volume_type_id"`
+	VolumeTypeName   string            `json:"volume_type_name"`
+	Host             string            `json:"host,omitempty"` // host@backend#pool once placed
+	SnapshotID       *string           `json:"snapshot_id"`
+	SourceVolID      *string           `json:"source_volid"`
+	Metadata         map[string]string `json:"metadata"`
+	Bootable         bool              `json:"bootable"`
+	Multiattach      bool              `json:"multiattach"`
+	CreatedAt        time.Time         `json:"created_at"`
+	UpdatedAt        *time.Time        `json:"updated_at"`
+	// OpID is the operation currently holding the volume in a transitional status, if any.
+	OpID string `json:"op_id,omitempty"`
+	// StatusReason says why the volume is in an error status.
+	StatusReason string `json:"status_reason,omitempty"`
+}
+
+// Backend returns the host@backend part of the volume's placement, or "" when unplaced.
+func (v *Volume) Backend() string { b, _, _ := strings.Cut(v.Host, "#"); return b }
+
+// A VolumeType steers placement through its extra specs.
+type VolumeType struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Description *string           `json:"description"`
+	IsPublic    bool              `json:"is_public"`
+	ExtraSpecs  map[string]string `json:"extra_specs"`
+	CreatedAt   time.Time         `json:"created_at"`
+}
+
+// Zones returns the availability zones named by the type's RESKEY:availability_zones extra spec,
+// blanks dropped, or nil when it names none.
+func (t *VolumeType) Zones() []string {
+	var zs []string
+	for _, z := range strings.Split(t.ExtraSpecs["RESKEY:availability_zones"], ",") {
+		if z = strings.TrimSpace(z); z != "" {
+			zs = append(zs, z)
+		}
+	}
+	return zs
+}
+
+// Service binaries.
+const (
+	BinaryVolume    = "cinder-volume"
+	BinaryScheduler = "cinder-scheduler"
+)
+
+// A Service is one heartbeating worker: a backend of an agent (binary cinder-volume, host
+// host@backend) or a scheduler replica.
+type Service struct {
+	Binary         string    `json:"binary"`
+	Host           string    `json:"host"`
+	Zone           string    `json:"zone"`
+	Disabled       bool      `json:"disabled"`
+	DisabledReason *string   `json:"disabled_reason"`
+	UpdatedAt      time.Time `json:"updated_at"` // last heartbeat
+	CreatedAt      time.Time `json:"created_at"`
+	// Busy counts the driver calls running on the backend at the last heartbeat.
+	Busy int `json:"busy"`
+}
+
+// Up reports whether the service's last heartbeat is within downTime of now.
+func (s *Service) Up(now time.Time, downTime time.Duration) bool {
+	return now.Sub(s.UpdatedAt) <= downTime
+}
+
+// Capabilities is what a backend reports for one pool, in Cinder's key names and JSON types:
+// capacities are numbers or the strings "infinite" and "unknown".
+type Capabilities map[string]any
+
+// A Pool is one pool of one backend, as the scheduler sees it.
+type Pool struct {
+	Name         string       `json:"name"`    // host@backend#pool
+	Backend      string       `json:"backend"` // host@backend
+	Zone         string       `json:"zone"`
+	Capabilities Capabilities `json:"capabilities"`
+	UpdatedAt    time.Time    `json:"updated_at"`
+}
+
+// PoolName joins a backend (host@backend) and a pool name into host@backend#pool.
+func PoolName(backend, pool string) string { return backend + "#" + pool }
+
+// SplitHost splits host@backend#pool into its parts; missing parts are "".
+func SplitHost(s string) (host, backend, pool string) {
+	rest, pool, _ := strings.Cut(s, "#")
+	host, backend, _ = strings.Cut(rest, "@")
+	return host, backend, pool
+}
+
+// A Message is a user message (Cinder messages API): why something the user asked for failed.
+type Message struct {
+	ID           string    `json:"id"`
+	ProjectID    string    `json:"project_id"`
+	EventID      string    `json:"event_id"`
+	UserMessage  string    `json:"user_message"`
+	Level        string    `json:"message_level"`
+	RequestID    string    `json:"request_id"`
+	ResourceType string    `json:"resource_type"`
+	ResourceUUID string    `json:"resource_uuid"`
+	CreatedAt    time.Time `json:"created_at"`
+	ExpiresAt    time.Time `json:"guaranteed_until"`
+}
+
+// Event ids of user messages (VOLUME_<resource>_<action>_<detail>, Cinder's message_field).
+const (
+	EventScheduleNoBackend = "VOLUME_VOLUME_001_003" // schedule allocate volume: no backend available
+	EventCreateDriverError = "VOLUME_VOLUME_001_012" // driver failed to create the volume
+	EventUnknownError      = "VOLUME_VOLUME_001_001"
+)
+
+// Operation states.
+const (
+	OpPending = "pending"
+	OpDone    = "done"
+	OpFailed  = "failed"
+)
+
+// An Operation is the record of work in flight on a volume: who owns it and by when it must
+// end. The reconciler drives an operation past its deadline to a final state with a reason, so
+// no volume waits forever.
+type Operation struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	VolumeID  string    `json:"volume_id"`
+	ProjectID string    `json:"project_id"`
+	RequestID string    `json:"request_id"`
+	State     string    `json:"state"`
+	Owner     string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
+	Attempts  int       `json:"attempts"`
+	Deadline  time.Time `json:"deadline"`
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}

@@ -1,0 +1,186 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/redis/go-redis/v9"
+)
+
+// BusConfig configures the bus.
+type BusConfig struct {
+	// Redis are the options of every connection the bus opens. Each subscriber gets its own
+	// client, because closing a Watermill subscriber closes its client.
+	Redis *redis.Options
+	// MaxIdleTime is how long a delivered, unacknowledged message stays with a consumer before
+	// another consumer of the group claims it (a crashed consumer's messages). Handlers ack
+	// quickly, so this can be short. Default 30s.
+	MaxIdleTime time.Duration
+	// BlockTime is how long one read blocks waiting for messages. Default 100ms.
+	BlockTime time.Duration
+	// MaxRetries is how many times a failing handler is retried before its message goes to the
+	// dead-letter topic. Default 3.
+	MaxRetries int
+}
+
+func (c *BusConfig) setDefaults() {
+	if c.MaxIdleTime == 0 {
+		c.MaxIdleTime = 30 * time.Second
+	}
+	if c.BlockTime == 0 {
+		c.BlockTime = 100 * time.Millisecond
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 3
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *BusConfig) Validate() error {
+	if c.Redis == nil {
+		return errors.New("bus: redis options are required")
+	}
+	return nil
+}
+
+// Bus publishes and consumes Basalt's topics on Redis Streams. It is safe for concurrent use.
+type Bus struct {
+	cfg    BusConfig
+	pub    *redisstream.Publisher
+	logger *slog.Logger
+	wlog   watermill.LoggerAdapter
+}
+
+// NewBus connects a publisher. Close it when done.
+func NewBus(cfg BusConfig, logger *slog.Logger) (*Bus, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	wlog := watermill.NewSlogLoggerWithLevelMapping(logger.With("component", "watermill"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
+		Client:        redis.NewClient(cfg.Redis),
+		DefaultMaxlen: 100000, // streams are trimmed approximately; consumers keep up long before
+	}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("bus publisher: %w", err)
+	}
+	return &Bus{cfg: cfg, pub: pub, logger: logger, wlog: wlog}, nil
+}
+
+// Close closes the publisher.
+func (b *Bus) Close() error { return b.pub.Close() }
+
+// Metadata keys carried by every message.
+const (
+	MetaRequestID = "request_id"
+	MetaOpID      = "op_id"
+)
+
+// Publish sends v, encoded as JSON, to topic. opID and requestID travel as metadata for logs.
+func (b *Bus) Publish(topic, opID, requestID string, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode message for %s: %w", topic, err)
+	}
+	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg.Metadata.Set(MetaRequestID, requestID)
+	msg.Metadata.Set(MetaOpID, opID)
+	if err := b.pub.Publish(topic, msg); err != nil {
+		return fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Subscriber returns a new subscriber in consumer group group, with its own Redis connection.
+// consumer names this process within the group: a restarted process that keeps its name sees
+// the messages it had not acknowledged.
+func (b *Bus) Subscriber(group, consumer string) (message.Subscriber, error) {
+	return redisstream.NewSubscriber(redisstream.SubscriberConfig{
+		Client:                        redis.NewClient(b.cfg.Redis),
+		ConsumerGroup:                 group,
+		Consumer:                      consumer,
+		MaxIdleTime:                   b.cfg.MaxIdleTime,
+		ClaimInterval:                 b.cfg.MaxIdleTime / 4,
+		BlockTime:                     b.cfg.BlockTime,
+		DisableIndefiniteInitialBlock: true,
+	}, b.wlog)
+}
+
+// Router returns a Watermill router with Basalt's middleware: a message whose handler fails
+// MaxRetries times (or panics) goes to TopicDeadLetter with the error in its metadata, where an
+// admin can see it, instead of blocking the stream.
+func (b *Bus) Router() (*message.Router, error) {
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, b.wlog)
+	if err != nil {
+		return nil, err
+	}
+	poison, err := middleware.PoisonQueue(b.pub, TopicDeadLetter)
+	if err != nil {
+		return nil, err
+	}
+	r.AddMiddleware(
+		poison,
+		middleware.Retry{
+			MaxRetries:      b.cfg.MaxRetries,
+			InitialInterval: 50 * time.Millisecond,
+			MaxInterval:     time.Second,
+			Multiplier:      2,
+			Logger:          b.wlog,
+		}.Middleware,
+		middleware.Recoverer,
+	)
+	return r, nil
+}
+
+// Decode decodes a message's JSON payload into v. A payload that does not decode is a poison
+// message: retrying cannot fix it.
+func Decode(msg *message.Message, v any) error {
+	if err := json.Unmarshal(msg.Payload, v); err != nil {
+		return fmt.Errorf("undecodable message %s: %w", msg.UUID, err)
+	}
+	return nil
+}
+
+// DeadLetter is one message in the dead-letter stream.
+type DeadLetter struct {
+	ID      string            `json:"id"`
+	Topic   string            `json:"topic"`
+	Reason  string            `json:"reason"`
+	Handler string            `json:"handler"`
+	Payload string            `json:"payload"`
+	Meta    map[string]string `json:"metadata"`
+}
+
+// ListDeadLetters reads up to limit messages of the dead-letter stream, oldest first.
+func ListDeadLetters(ctx context.Context, rdb redis.UniversalClient, limit int64) ([]DeadLetter, error) {
+	entries, err := rdb.XRangeN(ctx, TopicDeadLetter, "-", "+", limit).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(entries))
+	for _, e := range entries {
+		msg, err := (redisstream.DefaultMarshallerUnmarshaller{}).Unmarshal(e.Values)
+		if err != nil {
+			continue
+		}
+		out = append(out, DeadLetter{
+			ID:      e.ID,
+			Topic:   msg.Metadata.Get(middleware.PoisonedTopicKey),
+			Reason:  msg.Metadata.Get(middleware.ReasonForPoisonedKey),
+			Handler: msg.Metadata.Get(middleware.PoisonedHandlerKey),
+			Payload: string(msg.Payload),
+			Meta:    msg.Metadata,
+		})
+	}
+	return out, nil
+}

@@ -1,0 +1,63 @@
+// Package events holds Basalt's message contracts, topic names, the bus (Watermill on Redis
+// Streams with consumer groups) and host presence (heartbeats and capability reports).
+package events
+
+import (
+	"github.com/basalt-storage/basalt"
+)
+
+// Topics. Each topic is a Redis stream of the same name.
+const (
+	// TopicScheduler carries commands that need placement (create_volume).
+	TopicScheduler = "basalt.scheduler"
+	// TopicResults carries outcomes from agents (and the scheduler's placement failures).
+	TopicResults = "basalt.results"
+	// TopicDeadLetter receives messages that failed every retry (the poison queue).
+	TopicDeadLetter = "basalt.deadletter"
+)
+
+// BackendTopic returns the topic of one backend (host@backend), consumed by its agent.
+func BackendTopic(backend string) string { return "basalt.volume." + backend }
+
+// Command kinds.
+const (
+	KindCreateVolume = "create_volume"
+	KindDeleteVolume = "delete_volume"
+	KindExtendVolume = "extend_volume"
+)
+
+// A Command asks for work on one volume. OpID identifies the operation across redeliveries:
+// every consumer is idempotent by OpID.
+type Command struct {
+	OpID      string `json:"op_id"`
+	RequestID string `json:"request_id"`
+	Kind      string `json:"kind"`
+	VolumeID  string `json:"volume_id"`
+	ProjectID string `json:"project_id"`
+	// Volume is what the agent creates; Pool is set by the scheduler.
+	Volume basalt.VolumeSpec `json:"volume"`
+	// Backend is host@backend, set once placed.
+	Backend string `json:"backend,omitempty"`
+	// Attempted lists the backends already tried for this operation (rescheduling).
+	Attempted []string `json:"attempted,omitempty"`
+}
+
+// A Result is the outcome of a command, published by the agent (or the scheduler).
+type Result struct {
+	OpID      string `json:"op_id"`
+	RequestID string `json:"request_id"`
+	Kind      string `json:"kind"`
+	VolumeID  string `json:"volume_id"`
+	Backend   string `json:"backend,omitempty"`
+	// Host is host@backend#pool for a placed create.
+	Host string `json:"host,omitempty"`
+	OK   bool   `json:"ok"`
+	// Error says what failed, for the user message; empty when OK.
+	Error string `json:"error,omitempty"`
+	// Reschedule asks for the create to be placed elsewhere (a driver failure, not a bad request).
+	Reschedule bool `json:"reschedule,omitempty"`
+	// Attempted carries the backends tried so far, for rescheduling.
+	Attempted []string `json:"attempted,omitempty"`
+	// Command is the original command, for rescheduling.
+	Command *Command `json:"command,omitempty"`
+}

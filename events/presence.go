@@ -1,0 +1,84 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/redis/go-redis/v9"
+)
+
+// Every Redis key of Basalt starts with KeyPrefix. The hash tag keeps all keys in one Redis
+// Cluster slot, so every multi-key script and transaction is Cluster-safe.
+const KeyPrefix = "basalt:{basalt}:"
+
+// Presence keys, written by agents and scheduler replicas, read by functions.
+func serviceKey(binary, host string) string { return KeyPrefix + "svc:" + binary + ":" + host }
+
+// ServicesKey is the set of every service that ever heartbeated, as "binary|host".
+const ServicesKey = KeyPrefix + "services"
+
+// ServiceKey is the hash of one service's heartbeat: zone, created_at, updated_at (Unix
+// nanoseconds) and busy (driver calls in flight).
+func ServiceKey(binary, host string) string { return serviceKey(binary, host) }
+
+// CapabilitiesKey holds the latest capability report of one backend (host@backend), as JSON.
+func CapabilitiesKey(backend string) string { return KeyPrefix + "caps:" + backend }
+
+// A CapabilityReport is what an agent reports for one backend.
+type CapabilityReport struct {
+	Backend   string                `json:"backend"`
+	Zone      string                `json:"zone"`
+	Timestamp time.Time             `json:"timestamp"`
+	Pools     []basalt.Capabilities `json:"pools"`
+}
+
+// Presence writes heartbeats and capability reports. It is safe for concurrent use; give it a
+// Redis client of its own so that a busy data path never delays a heartbeat.
+type Presence struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+}
+
+// NewPresence returns a Presence writing through rdb. now is the clock (time.Now if nil).
+func NewPresence(rdb redis.UniversalClient, now func() time.Time) *Presence {
+	if now == nil {
+		now = time.Now
+	}
+	return &Presence{rdb: rdb, now: now}
+}
+
+// Heartbeat records that service binary on host is alive, in zone, with busy calls in flight.
+func (p *Presence) Heartbeat(ctx context.Context, binary, host, zone string, busy int) error {
+	now := p.now().UTC().UnixNano()
+	key := serviceKey(binary, host)
+	_, err := p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.SAdd(ctx, ServicesKey, binary+"|"+host)
+		tx.HSetNX(ctx, key, "created_at", now)
+		tx.HSet(ctx, key, "zone", zone, "updated_at", strconv.FormatInt(now, 10), "busy", busy)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat %s %s: %w", binary, host, err)
+	}
+	return nil
+}
+
+// Report stores a backend's capability report, replacing the previous one. Each backend has
+// one agent, so reports of one backend never race.
+func (p *Presence) Report(ctx context.Context, r CapabilityReport) error {
+	if r.Timestamp.IsZero() {
+		r.Timestamp = p.now().UTC()
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := p.rdb.Set(ctx, CapabilitiesKey(r.Backend), b, 0).Err(); err != nil {
+		return fmt.Errorf("report capabilities of %s: %w", r.Backend, err)
+	}
+	return nil
+}
