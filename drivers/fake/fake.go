@@ -1,0 +1,319 @@
+// Package fake is an in-memory storage driver for tests and the local stack. It keeps no bytes,
+// only volume records, provisions thick (a volume uses its whole size at once), and can be made
+// slow (Latency) or failing (Fail) to exercise the agent's timeouts, retries and rescheduling.
+package fake
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/drivers"
+)
+
+// Reported facts of the backend.
+const (
+	VendorName      = "Basalt"
+	DriverVersion   = "1.0.0"
+	StorageProtocol = "fake"
+)
+
+// Operations passed to Config.Fail.
+const (
+	OpCreate = "create"
+	OpDelete = "delete"
+	OpExtend = "extend"
+)
+
+// validID is the pattern of volume ids, the same as every Basalt driver accepts.
+var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Config configures a fake Driver.
+type Config struct {
+	// Pools names the backend's pools. Default ["pool"].
+	Pools []string
+	// TotalCapacityGB is the capacity of each pool, > 0. Default 1000.
+	TotalCapacityGB float64
+	// BackendName is reported as volume_backend_name.
+	BackendName string
+	// Latency is how long every mutating call (create, delete, extend) waits before acting.
+	// The wait ends early, with ctx.Err(), when ctx is done.
+	Latency time.Duration
+	// Fail, if set, is called by every mutating call after its arguments are checked and its
+	// latency has passed, with the operation (OpCreate, OpDelete, OpExtend) and the volume id.
+	// A non-nil error is returned as is and the call changes nothing. Fail is called from many
+	// goroutines at once and must be safe for concurrent use.
+	Fail func(op, id string) error
+}
+
+func (c *Config) setDefaults() {
+	if len(c.Pools) == 0 {
+		c.Pools = []string{"pool"}
+	}
+	if c.TotalCapacityGB == 0 {
+		c.TotalCapacityGB = 1000
+	}
+}
+
+// Validate reports the first problem with c as an EINVALID error. New calls it after filling
+// defaults, so empty Pools or a zero TotalCapacityGB pass there but not here.
+func (c Config) Validate() error {
+	if len(c.Pools) == 0 {
+		return basalt.Errorf(basalt.EINVALID, "fake driver: at least one pool is required.")
+	}
+	seen := make(map[string]bool, len(c.Pools))
+	for _, p := range c.Pools {
+		if p == "" || seen[p] || strings.ContainsAny(p, "#@\x00") {
+			return basalt.Errorf(basalt.EINVALID, "fake driver: pool names must be distinct, non-empty and free of '#' and '@', got %q.", c.Pools)
+		}
+		seen[p] = true
+	}
+	switch {
+	case !(c.TotalCapacityGB > 0):
+		return basalt.Errorf(basalt.EINVALID, "fake driver: total_capacity_gb %v must be > 0.", c.TotalCapacityGB)
+	case c.Latency < 0:
+		return basalt.Errorf(basalt.EINVALID, "fake driver: latency %v must not be negative.", c.Latency)
+	}
+	return nil
+}
+
+// Driver keeps volumes in memory. It is safe for concurrent use.
+type Driver struct {
+	cfg    Config
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	vols map[string]basalt.VolumeSpec // by id
+}
+
+var (
+	_ drivers.Driver   = (*Driver)(nil)
+	_ drivers.Extender = (*Driver)(nil)
+)
+
+// New returns an empty fake driver. A nil logger discards logs.
+func New(cfg Config, logger *slog.Logger) (*Driver, error) {
+	cfg.Pools = append([]string(nil), cfg.Pools...) // the caller may reuse its slice
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{cfg: cfg, logger: logger.With("driver", "fake"), vols: map[string]basalt.VolumeSpec{}}, nil
+}
+
+// Capabilities reports every pool: free capacity is total minus provisioned (thick provisioning).
+// It is safe for concurrent use and does not wait for Latency.
+func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) {
+	if err := ctx.Err(); err != nil {
+		return basalt.BackendStats{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pools := make([]basalt.PoolStats, 0, len(d.cfg.Pools))
+	for _, name := range d.cfg.Pools {
+		used, n := d.usage(name)
+		pools = append(pools, basalt.PoolStats{
+			Name:                     name,
+			TotalCapacityGB:          d.cfg.TotalCapacityGB,
+			FreeCapacityGB:           max(d.cfg.TotalCapacityGB-float64(used), 0),
+			ProvisionedCapacityGB:    float64(used),
+			ReservedPercentage:       0,
+			MaxOverSubscriptionRatio: 1,
+			ThinProvisioningSupport:  false,
+			ThickProvisioningSupport: true,
+			TotalVolumes:             n,
+		})
+	}
+	return basalt.BackendStats{
+		VolumeBackendName:   d.cfg.BackendName,
+		VendorName:          VendorName,
+		DriverVersion:       DriverVersion,
+		StorageProtocol:     StorageProtocol,
+		OnlineExtendSupport: true,
+		Pools:               pools,
+	}, nil
+}
+
+// usage returns the GiB provisioned in pool and its number of volumes. d.mu must be held.
+func (d *Driver) usage(pool string) (gb, n int) {
+	for _, v := range d.vols {
+		if v.Pool == pool {
+			gb += v.SizeGB
+			n++
+		}
+	}
+	return gb, n
+}
+
+// free returns the GiB left in pool. d.mu must be held.
+func (d *Driver) free(pool string) float64 {
+	used, _ := d.usage(pool)
+	return d.cfg.TotalCapacityGB - float64(used)
+}
+
+// CreateVolume records volume v. Creating a volume that exists with the same size and pool
+// returns nil; with another size or pool, ECONFLICT. It returns EINVALID for a bad id, size or
+// pool, EOVERLIMIT when the pool's free capacity is less than v.SizeGB, ctx.Err() if ctx is done
+// before Latency has passed, and Fail's error if it fails. It is safe for concurrent use.
+func (d *Driver) CreateVolume(ctx context.Context, v basalt.VolumeSpec) error {
+	if err := checkID(v.ID); err != nil {
+		return err
+	}
+	if v.SizeGB <= 0 {
+		return basalt.Errorf(basalt.EINVALID, "Invalid volume size %d: must be an integer (in GiB) greater than 0.", v.SizeGB)
+	}
+	if !d.hasPool(v.Pool) {
+		return basalt.Errorf(basalt.EINVALID, "Invalid pool %q: backend %q has pools %q.", v.Pool, d.cfg.BackendName, d.cfg.Pools)
+	}
+	if err := d.act(ctx, OpCreate, v.ID); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if have, ok := d.vols[v.ID]; ok {
+		if have != v {
+			return basalt.Errorf(basalt.ECONFLICT, "Volume %s exists with size %d GiB in pool %q, not %d GiB in pool %q.",
+				v.ID, have.SizeGB, have.Pool, v.SizeGB, v.Pool)
+		}
+		return nil
+	}
+	if free := d.free(v.Pool); float64(v.SizeGB) > free {
+		return basalt.Errorf(basalt.EOVERLIMIT, "Requested volume size %d GiB exceeds the %.2f GiB free in pool %q.", v.SizeGB, free, v.Pool)
+	}
+	d.vols[v.ID] = v
+	d.logger.InfoContext(ctx, "volume created", "volume_id", v.ID, "size_gb", v.SizeGB, "pool", v.Pool)
+	return nil
+}
+
+// DeleteVolume forgets volume id. Deleting a missing volume returns nil. It returns EINVALID for
+// a bad id, ctx.Err() if ctx is done before Latency has passed, and Fail's error if it fails. It
+// is safe for concurrent use.
+func (d *Driver) DeleteVolume(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := d.act(ctx, OpDelete, id); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.vols[id]; ok {
+		delete(d.vols, id)
+		d.logger.InfoContext(ctx, "volume deleted", "volume_id", id)
+	}
+	return nil
+}
+
+// Stat returns volume id's spec. It returns EINVALID for a bad id and ENOTFOUND for a missing
+// volume. It is safe for concurrent use and does not wait for Latency.
+func (d *Driver) Stat(ctx context.Context, id string) (basalt.VolumeSpec, error) {
+	if err := checkID(id); err != nil {
+		return basalt.VolumeSpec{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return basalt.VolumeSpec{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := d.vols[id]
+	if !ok {
+		return basalt.VolumeSpec{}, notFound(id)
+	}
+	return v, nil
+}
+
+// ExtendVolume grows volume id to newSizeGB GiB. Extending to the current size returns nil. It
+// returns EINVALID for a bad id or a smaller size, ENOTFOUND for a missing volume, EOVERLIMIT
+// when the pool lacks the added capacity, ctx.Err() if ctx is done before Latency has passed,
+// and Fail's error if it fails. It is safe for concurrent use.
+func (d *Driver) ExtendVolume(ctx context.Context, id string, newSizeGB int) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := d.act(ctx, OpExtend, id); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := d.vols[id]
+	switch {
+	case !ok:
+		return notFound(id)
+	case newSizeGB == v.SizeGB:
+		return nil
+	case newSizeGB < v.SizeGB:
+		return basalt.Errorf(basalt.EINVALID, "New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, newSizeGB)
+	}
+	if free := d.free(v.Pool); float64(newSizeGB-v.SizeGB) > free {
+		return basalt.Errorf(basalt.EOVERLIMIT, "Extending volume %s by %d GiB exceeds the %.2f GiB free in pool %q.",
+			id, newSizeGB-v.SizeGB, free, v.Pool)
+	}
+	old := v.SizeGB
+	v.SizeGB = newSizeGB
+	d.vols[id] = v
+	d.logger.InfoContext(ctx, "volume extended", "volume_id", id, "old_size_gb", old, "size_gb", newSizeGB)
+	return nil
+}
+
+// act waits for the configured latency, or returns ctx.Err() if ctx is done first, then asks
+// Fail whether op on id fails.
+func (d *Driver) act(ctx context.Context, op, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d.cfg.Latency > 0 {
+		t := time.NewTimer(d.cfg.Latency)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	if d.cfg.Fail != nil {
+		if err := d.cfg.Fail(op, id); err != nil {
+			d.logger.InfoContext(ctx, "injected failure", "op", op, "volume_id", id, "error", err)
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Driver) hasPool(name string) bool { return slices.Contains(d.cfg.Pools, name) }
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return basalt.Errorf(basalt.EINVALID, "Invalid volume id %+q: use 1 to 64 letters, digits, '-' or '_'.", id)
+	}
+	return nil
+}
+
+func notFound(id string) error {
+	return basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", id)
+}
+
+// ErrInjected is the error FailOn injects when given none.
+var ErrInjected = errors.New("fake: injected failure")
+
+// FailOn returns a Config.Fail that fails op on the volumes in ids, or on every volume if ids is
+// empty, with err (ErrInjected if err is nil). It is safe for concurrent use.
+func FailOn(op string, err error, ids ...string) func(op, id string) error {
+	if err == nil {
+		err = ErrInjected
+	}
+	return func(o, id string) error {
+		if o == op && (len(ids) == 0 || slices.Contains(ids, id)) {
+			return err
+		}
+		return nil
+	}
+}

@@ -1,0 +1,397 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/functions/control"
+	"github.com/danielgtaylor/huma/v2"
+)
+
+// FlexInt is an integer that clients may send as a number or a string of digits, as Cinder
+// accepts for sizes. A value that is neither is kept as Raw for the error message.
+type FlexInt struct {
+	N   int
+	Raw string
+	OK  bool // a whole number was given
+	Set bool // the key was present and not null
+}
+
+// UnmarshalJSON implements json.Unmarshaler; it never fails, so the caller reports a bad value
+// in Cinder's words.
+func (f *FlexInt) UnmarshalJSON(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "null" {
+		return nil
+	}
+	f.Set, f.Raw = true, s
+	if u, err := strconv.Unquote(s); err == nil {
+		s, f.Raw = strings.TrimSpace(u), u
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= -1<<31 && n <= 1<<50 {
+		f.N, f.OK = int(n), true
+	} else if fl, err := strconv.ParseFloat(s, 64); err == nil && fl >= 1<<50 {
+		f.N, f.OK = 1<<50, true // far beyond any limit; reported as over the limit
+	}
+	return nil
+}
+
+// Schema describes FlexInt for OpenAPI.
+func (f FlexInt) Schema(huma.Registry) *huma.Schema {
+	return &huma.Schema{Description: "An integer, or a string of digits",
+		AnyOf: []*huma.Schema{{Type: "integer"}, {Type: "string"}, {Type: "null"}}}
+}
+
+// VolumeCreateRequest is the body of a volume create. Every field may be null; unknown fields
+// are ignored (before microversion 3.53, as Cinder).
+type VolumeCreateRequest struct {
+	Volume VolumeCreateFields `json:"volume"`
+	_      struct{}           `json:"-" additionalProperties:"true"`
+}
+
+// VolumeCreateFields are the fields of a volume create.
+type VolumeCreateFields struct {
+	_                  struct{}          `json:"-" additionalProperties:"true"`
+	Size               FlexInt           `json:"size,omitempty"`
+	Name               *string           `json:"name,omitempty"`
+	DisplayName        *string           `json:"display_name,omitempty"`
+	Description        *string           `json:"description,omitempty"`
+	DisplayDescription *string           `json:"display_description,omitempty"`
+	VolumeType         *string           `json:"volume_type,omitempty"`
+	AvailabilityZone   *string           `json:"availability_zone,omitempty"`
+	Metadata           map[string]string `json:"metadata,omitempty"`
+	SnapshotID         *string           `json:"snapshot_id,omitempty"`
+	SourceVolID        *string           `json:"source_volid,omitempty"`
+	ImageRef           *string           `json:"imageRef,omitempty"`
+	BackupID           *string           `json:"backup_id,omitempty"`
+	Multiattach        *bool             `json:"multiattach,omitempty"`
+}
+
+// VolumeCreateInput is a volume create request.
+type VolumeCreateInput struct {
+	Body VolumeCreateRequest
+}
+
+// VolumeOutput is one volume.
+type VolumeOutput struct {
+	Body struct {
+		Volume VolumeView `json:"volume"`
+	}
+}
+
+// VolumeIDInput names one volume.
+type VolumeIDInput struct {
+	ID string `path:"volume_id"`
+}
+
+// VolumeListInput is a volume listing request.
+type VolumeListInput struct {
+	AllTenants string `query:"all_tenants"`
+	Marker     string `query:"marker"`
+	Limit      string `query:"limit"`
+	Offset     string `query:"offset"`
+	Sort       string `query:"sort"`
+	SortKey    string `query:"sort_key"`
+	SortDir    string `query:"sort_dir"`
+	Name       string `query:"name" doc:"exact name"`
+	Status     string `query:"status"`
+	raw        url.Values
+	path       string
+}
+
+// Resolve keeps the raw query for filters and links.
+func (in *VolumeListInput) Resolve(ctx huma.Context) []error {
+	u := ctx.URL()
+	in.raw, in.path = u.Query(), u.Path
+	return nil
+}
+
+// VolumeListOutput is a plain volume list.
+type VolumeListOutput struct {
+	Body struct {
+		Volumes []VolumeSummary `json:"volumes"`
+		Links   []Link          `json:"volumes_links,omitempty"`
+	}
+}
+
+// VolumeDetailListOutput is a detailed volume list.
+type VolumeDetailListOutput struct {
+	Body struct {
+		Volumes []VolumeView `json:"volumes"`
+		Links   []Link       `json:"volumes_links,omitempty"`
+	}
+}
+
+// VolumeUpdateFields are the fields of a volume update.
+type VolumeUpdateFields struct {
+	_                  struct{}          `json:"-" additionalProperties:"true"`
+	Name               *string           `json:"name,omitempty"`
+	DisplayName        *string           `json:"display_name,omitempty"`
+	Description        *string           `json:"description,omitempty"`
+	DisplayDescription *string           `json:"display_description,omitempty"`
+	Metadata           map[string]string `json:"metadata,omitempty"`
+}
+
+// VolumeUpdateInput is a volume update.
+type VolumeUpdateInput struct {
+	ID   string `path:"volume_id"`
+	Body struct {
+		Volume VolumeUpdateFields `json:"volume"`
+	}
+}
+
+// VolumeDeleteInput is a volume delete.
+type VolumeDeleteInput struct {
+	ID      string `path:"volume_id"`
+	Cascade string `query:"cascade"`
+	Force   string `query:"force"`
+}
+
+// VolumeActionInput is a volume action: a body with exactly one key, the action's name.
+type VolumeActionInput struct {
+	ID   string `path:"volume_id"`
+	Body map[string]any
+}
+
+func firstNonNil(a, b *string) *string {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// listOptions reads the paging, sorting and filter parameters shared by list APIs. Keys in
+// reserved are not filters.
+func listOptions(ctx context.Context, q url.Values) (control.ListOptions, error) {
+	o := control.ListOptions{Filters: map[string]string{}}
+	reserved := map[string]bool{"marker": true, "limit": true, "offset": true, "sort": true,
+		"sort_key": true, "sort_dir": true, "all_tenants": true, "with_count": true}
+	for k, vs := range q {
+		if !reserved[k] && len(vs) > 0 {
+			o.Filters[k] = vs[len(vs)-1]
+		}
+	}
+	if v := q.Get("all_tenants"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			if n, nerr := strconv.Atoi(v); nerr == nil {
+				b, err = n != 0, nil
+			}
+		}
+		if err != nil {
+			return o, basalt.Errorf(basalt.EINVALID, "Invalid value '%s' for all_tenants.", v)
+		}
+		o.AllTenants = b && callerAdmin(ctx)
+	}
+	o.Marker = q.Get("marker")
+	for _, p := range []struct {
+		name string
+		dst  *int
+	}{{"limit", &o.Limit}, {"offset", &o.Offset}} {
+		if v := q.Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return o, basalt.Errorf(basalt.EINVALID, "Invalid input received: %s must be a non-negative integer, not %q.", p.name, v)
+			}
+			*p.dst = n
+		}
+	}
+	sortParam, sortKey := q.Get("sort"), q.Get("sort_key")
+	if sortParam != "" && (sortKey != "" || q.Get("sort_dir") != "") {
+		return o, basalt.Errorf(basalt.EINVALID, "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used with the 'sort' parameter.")
+	}
+	if sortKey != "" {
+		sortParam = sortKey + ":" + q.Get("sort_dir")
+	}
+	if sortParam != "" {
+		for _, part := range strings.Split(sortParam, ",") {
+			k, dir, _ := strings.Cut(strings.TrimSpace(part), ":")
+			dir = strings.ToLower(strings.TrimSpace(dir))
+			if dir != "" && dir != "asc" && dir != "desc" {
+				return o, basalt.Errorf(basalt.EINVALID, "Unknown sort direction, must be 'desc' or 'asc'.")
+			}
+			o.Sort = append(o.Sort, control.SortKey{Key: strings.TrimSpace(k), Desc: dir != "asc"})
+		}
+	}
+	return o, nil
+}
+
+var volumeTag = []string{"volumes"}
+
+func (s *Server) registerVolumes() {
+	huma.Register(s.api, huma.Operation{OperationID: "create-volume", Method: http.MethodPost,
+		Path: "/v3/volumes", Summary: "Create a volume", Tags: volumeTag, DefaultStatus: http.StatusAccepted},
+		func(ctx context.Context, in *VolumeCreateInput) (*VolumeOutput, error) {
+			req, err := volumeCreate(in)
+			if err != nil {
+				return nil, fault(err)
+			}
+			v, err := s.plane.CreateVolume(ctx, req)
+			if err != nil {
+				return nil, fault(err)
+			}
+			out := &VolumeOutput{}
+			out.Body.Volume = volumeView(ctx, v, false)
+			return out, nil
+		})
+
+	huma.Register(s.api, huma.Operation{OperationID: "list-volumes", Method: http.MethodGet,
+		Path: "/v3/volumes", Summary: "List volumes (id, name, links)", Tags: volumeTag},
+		func(ctx context.Context, in *VolumeListInput) (*VolumeListOutput, error) {
+			vols, more, err := s.listVolumes(ctx, in)
+			if err != nil {
+				return nil, fault(err)
+			}
+			out := &VolumeListOutput{}
+			out.Body.Volumes = make([]VolumeSummary, 0, len(vols))
+			for _, v := range vols {
+				out.Body.Volumes = append(out.Body.Volumes, VolumeSummary{ID: v.ID, Name: v.Name, Links: selfLinks(ctx, "volumes", v.ID)})
+			}
+			if more {
+				out.Body.Links = nextLink(ctx, in.path, in.raw, vols[len(vols)-1].ID)
+			}
+			return out, nil
+		})
+
+	huma.Register(s.api, huma.Operation{OperationID: "list-volumes-detail", Method: http.MethodGet,
+		Path: "/v3/volumes/detail", Summary: "List volumes with details", Tags: volumeTag},
+		func(ctx context.Context, in *VolumeListInput) (*VolumeDetailListOutput, error) {
+			vols, more, err := s.listVolumes(ctx, in)
+			if err != nil {
+				return nil, fault(err)
+			}
+			out := &VolumeDetailListOutput{}
+			out.Body.Volumes = make([]VolumeView, 0, len(vols))
+			for _, v := range vols {
+				out.Body.Volumes = append(out.Body.Volumes, volumeView(ctx, v, true))
+			}
+			if more {
+				out.Body.Links = nextLink(ctx, in.path, in.raw, vols[len(vols)-1].ID)
+			}
+			return out, nil
+		})
+
+	huma.Register(s.api, huma.Operation{OperationID: "show-volume", Method: http.MethodGet,
+		Path: "/v3/volumes/{volume_id}", Summary: "Show a volume", Tags: volumeTag},
+		func(ctx context.Context, in *VolumeIDInput) (*VolumeOutput, error) {
+			v, err := s.plane.Volume(ctx, in.ID)
+			if err != nil {
+				return nil, fault(err)
+			}
+			out := &VolumeOutput{}
+			out.Body.Volume = volumeView(ctx, v, true)
+			return out, nil
+		})
+
+	huma.Register(s.api, huma.Operation{OperationID: "update-volume", Method: http.MethodPut,
+		Path: "/v3/volumes/{volume_id}", Summary: "Update a volume's name, description or metadata", Tags: volumeTag},
+		func(ctx context.Context, in *VolumeUpdateInput) (*VolumeOutput, error) {
+			b := in.Body.Volume
+			v, err := s.plane.UpdateVolume(ctx, in.ID, control.VolumeUpdate{
+				Name: firstNonNil(b.Name, b.DisplayName), Description: firstNonNil(b.Description, b.DisplayDescription),
+				Metadata: b.Metadata})
+			if err != nil {
+				return nil, fault(err)
+			}
+			out := &VolumeOutput{}
+			out.Body.Volume = volumeView(ctx, v, true)
+			return out, nil
+		})
+
+	huma.Register(s.api, huma.Operation{OperationID: "delete-volume", Method: http.MethodDelete,
+		Path: "/v3/volumes/{volume_id}", Summary: "Delete a volume", Tags: volumeTag, DefaultStatus: http.StatusAccepted},
+		func(ctx context.Context, in *VolumeDeleteInput) (*struct{}, error) {
+			force, _ := strconv.ParseBool(in.Force)
+			if force && !info(ctx).version.AtLeast(23) {
+				force = false
+			}
+			if err := s.plane.DeleteVolume(ctx, in.ID, force); err != nil {
+				return nil, fault(err)
+			}
+			return nil, nil
+		})
+
+	huma.Register(s.api, huma.Operation{OperationID: "volume-action", Method: http.MethodPost,
+		Path: "/v3/volumes/{volume_id}/action", Summary: "Run an action on a volume",
+		Description: "The body has exactly one key, the action's name. Supported: os-reset_status (admin).",
+		Tags:        volumeTag, DefaultStatus: http.StatusAccepted},
+		func(ctx context.Context, in *VolumeActionInput) (*struct{}, error) {
+			return nil, fault(s.volumeAction(ctx, in))
+		})
+}
+
+func (s *Server) listVolumes(ctx context.Context, in *VolumeListInput) ([]*basalt.Volume, bool, error) {
+	o, err := listOptions(ctx, in.raw)
+	if err != nil {
+		return nil, false, err
+	}
+	return s.plane.Volumes(ctx, o)
+}
+
+func volumeCreate(in *VolumeCreateInput) (control.VolumeCreate, error) {
+	b := in.Body.Volume
+	if !b.Size.Set {
+		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute size. Value: None. size is required to create a blank volume.")
+	}
+	if !b.Size.OK {
+		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid volume size provided for create request: %s (size argument must be an integer (or string representation of an integer) and greater than zero).", b.Size.Raw)
+	}
+	if b.Multiattach != nil && *b.Multiattach {
+		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "multiattach parameter has been removed. The default behavior is to use multiattach enabled volume types. Contact your administrator to create a multiattach enabled volume type and use it to create multiattach volumes.")
+	}
+	for name, v := range map[string]*string{"snapshot_id": b.SnapshotID, "source_volid": b.SourceVolID,
+		"imageRef": b.ImageRef, "backup_id": b.BackupID} {
+		if v != nil && *v != "" {
+			return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid input received: creating a volume from %s is not supported yet.", name)
+		}
+	}
+	return control.VolumeCreate{Size: b.Size.N, Name: firstNonNil(b.Name, b.DisplayName),
+		Description: firstNonNil(b.Description, b.DisplayDescription), VolumeType: deref(b.VolumeType),
+		AvailabilityZone: deref(b.AvailabilityZone), Metadata: b.Metadata}, nil
+}
+
+func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) error {
+	if len(in.Body) != 1 {
+		return basalt.Errorf(basalt.EINVALID, "Malformed request body")
+	}
+	for name, arg := range in.Body {
+		switch name {
+		case "os-reset_status":
+			var a struct {
+				Status       *string `json:"status"`
+				AttachStatus *string `json:"attach_status"`
+			}
+			if err := remarshal(arg, &a); err != nil {
+				return err
+			}
+			return s.plane.ResetVolumeStatus(ctx, in.ID, a.Status, a.AttachStatus)
+		default:
+			return basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
+		}
+	}
+	return nil
+}
+
+func remarshal(in any, out any) error {
+	b, err := json.Marshal(in)
+	if err == nil {
+		err = json.Unmarshal(b, out)
+	}
+	if err != nil {
+		return basalt.Errorf(basalt.EINVALID, "Invalid input received: %v", fmt.Sprint(err))
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+package control
+
+import (
+	"context"
+	"sort"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
+)
+
+// ServiceView is a service with its computed state.
+type ServiceView struct {
+	*basalt.Service
+	Up bool
+}
+
+// Services lists services (admin), optionally only those of host and binary.
+func (p *Plane) Services(ctx context.Context, host, binary string) ([]ServiceView, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	svcs, err := p.store.Services(ctx)
+	if err != nil {
+		return nil, unavailable(p.logger, "list services", err)
+	}
+	now := p.store.Now()
+	var out []ServiceView
+	for _, s := range svcs {
+		if (host != "" && s.Host != host) || (binary != "" && s.Binary != binary) {
+			continue
+		}
+		out = append(out, ServiceView{Service: s, Up: s.Up(now, p.cfg.ServiceDownTime)})
+	}
+	return out, nil
+}
+
+// SetServiceDisabled enables or disables a service (admin). A disabled volume service gets no
+// new volumes. Errors: EFORBIDDEN, EINVALID (missing host or binary), ENOTFOUND.
+func (p *Plane) SetServiceDisabled(ctx context.Context, host, binary string, disabled bool, reason *string) (*basalt.Service, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if host == "" || binary == "" {
+		return nil, invalid("Invalid input received: host and binary are required.")
+	}
+	if reason != nil && (len(*reason) == 0 || len(*reason) > 255) {
+		return nil, invalid("Invalid input for field/attribute disabled_reason. It must be 1 to 255 characters.")
+	}
+	if err := p.store.SetServiceDisabled(ctx, binary, host, disabled, reason); err != nil {
+		return nil, unavailable(p.logger, "change the service", err)
+	}
+	return &basalt.Service{Host: host, Binary: binary, Disabled: disabled, DisabledReason: reason}, nil
+}
+
+// Pools lists the pools the scheduler can place on (admin): up, enabled, reported.
+func (p *Plane) Pools(ctx context.Context) ([]basalt.Pool, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	pools, err := p.store.Pools(ctx, p.store.Now(), p.cfg.ServiceDownTime)
+	if err != nil {
+		return nil, unavailable(p.logger, "list pools", err)
+	}
+	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
+	return pools, nil
+}
+
+// Zone is an availability zone and whether any enabled service serves it.
+type Zone struct {
+	Name      string
+	Available bool
+}
+
+// AvailabilityZones lists the zones of the volume services, sorted by name.
+func (p *Plane) AvailabilityZones(ctx context.Context) ([]Zone, error) {
+	zs, err := p.Zones(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Zone
+	for name, ok := range zs {
+		out = append(out, Zone{Name: name, Available: ok})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// DeadLetters lists messages that failed every retry (admin).
+func (p *Plane) DeadLetters(ctx context.Context, limit int64) ([]events.DeadLetter, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	dl, err := events.ListDeadLetters(ctx, p.store.Redis(), limit)
+	if err != nil {
+		return nil, unavailable(p.logger, "read the dead-letter stream", err)
+	}
+	return dl, nil
+}
+
+// Messages lists the caller's project's user messages (all projects' for an admin with
+// allTenants), newest first, paged.
+func (p *Plane) Messages(ctx context.Context, o ListOptions) ([]*basalt.Message, bool, error) {
+	c := CallerFrom(ctx)
+	msgs, err := p.store.Messages(ctx, c.ProjectID)
+	if err != nil {
+		return nil, false, unavailable(p.logger, "list messages", err)
+	}
+	var out []*basalt.Message
+	for _, m := range msgs {
+		if matchMessage(m, o.Filters) {
+			out = append(out, m)
+		}
+	}
+	page, more, err := paginate(out, o, func(m *basalt.Message) string { return m.ID })
+	if err != nil {
+		return nil, false, basalt.Errorf(basalt.ENOTFOUND, "Message %s could not be found.", o.Marker)
+	}
+	return page, more, nil
+}
+
+func matchMessage(m *basalt.Message, f map[string]string) bool {
+	for k, v := range f {
+		var have string
+		switch k {
+		case "resource_uuid":
+			have = m.ResourceUUID
+		case "resource_type":
+			have = m.ResourceType
+		case "event_id":
+			have = m.EventID
+		case "request_id":
+			have = m.RequestID
+		case "message_level":
+			have = m.Level
+		default:
+			continue
+		}
+		if have != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Message returns message id of the caller's project, else ENOTFOUND.
+func (p *Plane) Message(ctx context.Context, id string) (*basalt.Message, error) {
+	m, err := p.store.Message(ctx, id)
+	if err != nil {
+		return nil, unavailable(p.logger, "read the message", err)
+	}
+	if c := CallerFrom(ctx); m.ProjectID != c.ProjectID && !c.Admin {
+		return nil, basalt.Errorf(basalt.ENOTFOUND, "Message %s could not be found.", id)
+	}
+	return m, nil
+}
+
+// DeleteMessage deletes message id of the caller's project.
+func (p *Plane) DeleteMessage(ctx context.Context, id string) error {
+	m, err := p.Message(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := p.store.DeleteMessage(ctx, m); err != nil {
+		return unavailable(p.logger, "delete the message", err)
+	}
+	return nil
+}

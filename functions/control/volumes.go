@@ -1,0 +1,558 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/basalt-storage/basalt/functions/store"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
+	"github.com/google/uuid"
+)
+
+// VolumeCreate is a validated-on-use request to create a volume.
+type VolumeCreate struct {
+	Size             int
+	Name             *string
+	Description      *string
+	VolumeType       string // name or id; "" for the default type
+	AvailabilityZone string
+	Metadata         map[string]string
+}
+
+var metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9-_:. /]{1,255}$`)
+
+// ValidateMetadata checks keys and values as Cinder does.
+func ValidateMetadata(md map[string]string) error {
+	for k, v := range md {
+		if !metadataKeyRE.MatchString(k) {
+			return invalid("Invalid input for field/attribute metadata. Value: %s. Key %q must be 1 to 255 characters of letters, digits and -_:. /", k, k)
+		}
+		if len(v) > 255 {
+			return invalid("Invalid input for field/attribute metadata. Value for key %q is longer than 255 characters.", k)
+		}
+	}
+	return nil
+}
+
+func validateName(field string, s *string) error {
+	if s != nil && len(*s) > 255 {
+		return invalid("Invalid input for field/attribute %s. Value is longer than 255 characters.", field)
+	}
+	return nil
+}
+
+// ResolveType returns the type named by nameOrID, or the default type when it is "".
+func (p *Plane) ResolveType(ctx context.Context, nameOrID string) (*basalt.VolumeType, error) {
+	if nameOrID == "" {
+		return p.DefaultType(ctx)
+	}
+	if t, err := p.store.Type(ctx, nameOrID); err == nil {
+		return t, nil
+	} else if basalt.ErrorCode(err) != basalt.ENOTFOUND {
+		return nil, unavailable(p.logger, "read volume types", err)
+	}
+	t, err := p.store.TypeByName(ctx, nameOrID)
+	if err != nil && basalt.ErrorCode(err) != basalt.ENOTFOUND {
+		return nil, unavailable(p.logger, "read volume types", err)
+	}
+	return t, err
+}
+
+// Zones returns the availability zones of every volume service, and whether each has at least
+// one enabled service.
+func (p *Plane) Zones(ctx context.Context) (map[string]bool, error) {
+	svcs, err := p.store.Services(ctx)
+	if err != nil {
+		return nil, unavailable(p.logger, "read services", err)
+	}
+	zones := map[string]bool{}
+	for _, s := range svcs {
+		if s.Binary != basalt.BinaryVolume {
+			continue
+		}
+		zones[s.Zone] = zones[s.Zone] || !s.Disabled
+	}
+	return zones, nil
+}
+
+// CreateVolume validates req, records a volume in status creating with its operation, and
+// sends it to the scheduler. Errors: EINVALID (size, zone, metadata), ENOTFOUND (type),
+// EOVERLIMIT (size above the limit), EUNAVAILABLE (Redis or the bus is down; nothing is kept).
+func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Volume, error) {
+	c := CallerFrom(ctx)
+	if req.Size <= 0 {
+		return nil, invalid("Invalid volume size provided for create request: %d (size argument must be an integer (or string representation of an integer) and greater than zero).", req.Size)
+	}
+	if req.Size > p.cfg.MaxVolumeSizeGB {
+		return nil, basalt.Errorf(basalt.EOVERLIMIT, "VolumeSizeExceedsLimit: Requested volume size %dG is larger than maximum allowed limit %dG.", req.Size, p.cfg.MaxVolumeSizeGB)
+	}
+	if err := validateName("name", req.Name); err != nil {
+		return nil, err
+	}
+	if err := validateName("description", req.Description); err != nil {
+		return nil, err
+	}
+	if err := ValidateMetadata(req.Metadata); err != nil {
+		return nil, err
+	}
+	vt, err := p.ResolveType(ctx, req.VolumeType)
+	if err != nil {
+		return nil, err
+	}
+	zone := req.AvailabilityZone
+	if zone != "" {
+		zones, err := p.Zones(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := zones[zone]; !ok {
+			return nil, invalid("Availability zone '%s' is invalid.", zone)
+		}
+	} else if len(vt.Zones()) == 0 {
+		zone = p.cfg.DefaultZone
+	}
+	now := p.store.Now()
+	md := req.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	v := &basalt.Volume{
+		ID: uuid.NewString(), ProjectID: c.ProjectID, UserID: c.UserID,
+		Name: req.Name, Description: req.Description, Size: req.Size,
+		Status: basalt.StatusCreating, AttachStatus: basalt.AttachDetached,
+		AvailabilityZone: zone, VolumeTypeID: vt.ID, VolumeTypeName: vt.Name,
+		Metadata: md, Multiattach: isTrue(vt.ExtraSpecs["multiattach"]), CreatedAt: now,
+	}
+	op := p.newOp(ctx, events.KindCreateVolume, v, "scheduler")
+	v.OpID = op.ID
+	if err := p.store.CreateVolume(ctx, v, op); err != nil {
+		return nil, unavailable(p.logger, "create the volume", err)
+	}
+	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateVolume,
+		VolumeID: v.ID, ProjectID: v.ProjectID, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
+	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
+		// Nothing was scheduled: take the record back so the caller can simply retry.
+		_ = p.store.DeleteVolume(ctx, v)
+		return nil, unavailable(p.logger, "reach the scheduler", err)
+	}
+	p.logger.Info("volume create accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "size", v.Size)
+	return v, nil
+}
+
+func isTrue(spec string) bool {
+	f := strings.Fields(spec)
+	return len(f) == 2 && f[0] == "<is>" && strings.EqualFold(f[1], "true")
+}
+
+func (p *Plane) newOp(ctx context.Context, kind string, v *basalt.Volume, owner string) *basalt.Operation {
+	now := p.store.Now()
+	c := p.cfg
+	return &basalt.Operation{ID: "op-" + uuid.NewString(), Kind: kind, VolumeID: v.ID, ProjectID: v.ProjectID,
+		RequestID: CallerFrom(ctx).RequestID, State: basalt.OpPending, Owner: owner, Deadline: now.Add(c.OpTimeout),
+		CreatedAt: now, UpdatedAt: now}
+}
+
+// Volume returns volume id if the caller may see it, else ENOTFOUND.
+func (p *Plane) Volume(ctx context.Context, id string) (*basalt.Volume, error) {
+	v, err := p.store.Volume(ctx, id)
+	if err != nil {
+		if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+			return nil, err
+		}
+		return nil, unavailable(p.logger, "read the volume", err)
+	}
+	c := CallerFrom(ctx)
+	if !c.Admin && v.ProjectID != c.ProjectID {
+		return nil, basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", id)
+	}
+	return v, nil
+}
+
+// ListOptions selects and orders a listing.
+type ListOptions struct {
+	AllTenants bool              // admin only: every project (then Filters["project_id"] narrows)
+	Filters    map[string]string // exact-match filters
+	Marker     string            // id of the last item of the previous page
+	Limit      int               // 0 = the maximum (1000)
+	Offset     int
+	Sort       []SortKey
+}
+
+// A SortKey orders a listing.
+type SortKey struct {
+	Key  string
+	Desc bool
+}
+
+// MaxLimit is the largest page (Cinder's osapi_max_limit).
+const MaxLimit = 1000
+
+var volumeFilters = []string{"name", "status", "metadata", "bootable", "availability_zone", "size",
+	"created_at", "updated_at", "migration_status", "group_id", "consumes_quota"}
+var volumeSortKeys = []string{"created_at", "updated_at", "id", "name", "display_name", "size", "status", "availability_zone"}
+
+// Volumes lists the volumes the caller may see, filtered, sorted and paged. It reports whether
+// more items follow the page. Errors: EINVALID (a filter or sort key not allowed), ENOTFOUND
+// (marker).
+func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, bool, error) {
+	c := CallerFrom(ctx)
+	if err := checkFilters(c, o.Filters, volumeFilters); err != nil {
+		return nil, false, err
+	}
+	for _, s := range o.Sort {
+		if !slices.Contains(volumeSortKeys, s.Key) {
+			return nil, false, invalid("Invalid sort key %s.", s.Key)
+		}
+	}
+	project := c.ProjectID
+	if c.Admin && o.AllTenants {
+		project = o.Filters["project_id"]
+	}
+	all, err := p.store.Volumes(ctx, project)
+	if err != nil {
+		return nil, false, unavailable(p.logger, "list volumes", err)
+	}
+	var out []*basalt.Volume
+	for _, v := range all {
+		if volumeMatches(v, o.Filters) {
+			out = append(out, v)
+		}
+	}
+	sortVolumes(out, o.Sort)
+	page, more, err := paginate(out, o, func(v *basalt.Volume) string { return v.ID })
+	if err != nil {
+		return nil, false, basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", o.Marker)
+	}
+	return page, more, nil
+}
+
+func checkFilters(c Caller, filters map[string]string, allowed []string) error {
+	if c.Admin {
+		return nil
+	}
+	var bad []string
+	for k := range filters {
+		if !slices.Contains(allowed, k) {
+			bad = append(bad, k)
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return invalid("Invalid filters %s are found in query options.", strings.Join(bad, ","))
+	}
+	return nil
+}
+
+func volumeMatches(v *basalt.Volume, f map[string]string) bool {
+	for k, want := range f {
+		switch k {
+		case "name", "display_name":
+			if v.Name == nil || *v.Name != want {
+				return false
+			}
+		case "status":
+			if string(v.Status) != want {
+				return false
+			}
+		case "availability_zone":
+			if v.AvailabilityZone != want {
+				return false
+			}
+		case "size":
+			if strconv.Itoa(v.Size) != want {
+				return false
+			}
+		case "bootable":
+			b, err := strconv.ParseBool(want)
+			if err != nil || b != v.Bootable {
+				return false
+			}
+		case "metadata":
+			for mk, mv := range parseDictLiteral(want) {
+				if v.Metadata[mk] != mv {
+					return false
+				}
+			}
+		case "project_id":
+			if v.ProjectID != want {
+				return false
+			}
+		case "volume_type", "volume_type_id":
+			if v.VolumeTypeName != want && v.VolumeTypeID != want {
+				return false
+			}
+		case "host":
+			if v.Host != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parseDictLiteral reads the Python dict literal clients send as a metadata filter:
+// {'k': 'v', 'k2': 'v2'} (cinderclient) or {'k':'v'} (gophercloud). JSON objects work too.
+func parseDictLiteral(s string) map[string]string {
+	out := map[string]string{}
+	s = strings.TrimSpace(s)
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}")
+	for _, pair := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(pair, ":")
+		if !ok {
+			continue
+		}
+		unq := func(x string) string { return strings.Trim(strings.TrimSpace(x), `'"`) }
+		out[unq(k)] = unq(v)
+	}
+	return out
+}
+
+func sortVolumes(vs []*basalt.Volume, keys []SortKey) {
+	if len(keys) == 0 {
+		keys = []SortKey{{Key: "created_at", Desc: true}}
+	}
+	keys = append(keys, SortKey{Key: "created_at", Desc: true}, SortKey{Key: "id", Desc: true})
+	sort.SliceStable(vs, func(i, j int) bool {
+		for _, k := range keys {
+			c := compareVolume(vs[i], vs[j], k.Key)
+			if c == 0 {
+				continue
+			}
+			if k.Desc {
+				return c > 0
+			}
+			return c < 0
+		}
+		return false
+	})
+}
+
+func compareVolume(a, b *basalt.Volume, key string) int {
+	str := func(s *string) string {
+		if s == nil {
+			return ""
+		}
+		return *s
+	}
+	switch key {
+	case "created_at":
+		return a.CreatedAt.Compare(b.CreatedAt)
+	case "updated_at":
+		var ta, tb int64
+		if a.UpdatedAt != nil {
+			ta = a.UpdatedAt.UnixNano()
+		}
+		if b.UpdatedAt != nil {
+			tb = b.UpdatedAt.UnixNano()
+		}
+		return cmpInt(ta, tb)
+	case "id":
+		return strings.Compare(a.ID, b.ID)
+	case "name", "display_name":
+		return strings.Compare(str(a.Name), str(b.Name))
+	case "size":
+		return cmpInt(int64(a.Size), int64(b.Size))
+	case "status":
+		return strings.Compare(string(a.Status), string(b.Status))
+	case "availability_zone":
+		return strings.Compare(a.AvailabilityZone, b.AvailabilityZone)
+	}
+	return 0
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// paginate applies marker, offset and limit. It reports whether the page is full (a next link
+// is due, as Cinder emits one for every full page), and an error for an unknown marker.
+func paginate[T any](items []T, o ListOptions, id func(T) string) ([]T, bool, error) {
+	if o.Marker != "" {
+		i := slices.IndexFunc(items, func(x T) bool { return id(x) == o.Marker })
+		if i < 0 {
+			return nil, false, fmt.Errorf("marker %s not found", o.Marker)
+		}
+		items = items[i+1:]
+	}
+	if o.Offset > 0 {
+		if o.Offset >= len(items) {
+			items = nil
+		} else {
+			items = items[o.Offset:]
+		}
+	}
+	limit := o.Limit
+	if limit <= 0 || limit > MaxLimit {
+		limit = MaxLimit
+	}
+	if len(items) > limit {
+		items = items[:limit]
+	}
+	return items, len(items) > 0 && len(items) == limit && o.Limit > 0, nil
+}
+
+// VolumeUpdate changes a volume's name, description or metadata; nil fields stay as they are.
+type VolumeUpdate struct {
+	Name        *string
+	Description *string
+	Metadata    map[string]string // replaces user metadata when non-nil
+}
+
+// UpdateVolume applies u. Errors: ENOTFOUND, EINVALID (bad metadata, maintenance status).
+func (p *Plane) UpdateVolume(ctx context.Context, id string, u VolumeUpdate) (*basalt.Volume, error) {
+	if _, err := p.Volume(ctx, id); err != nil {
+		return nil, err
+	}
+	if err := validateName("name", u.Name); err != nil {
+		return nil, err
+	}
+	if err := validateName("description", u.Description); err != nil {
+		return nil, err
+	}
+	if err := ValidateMetadata(u.Metadata); err != nil {
+		return nil, err
+	}
+	v, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
+		if v.Status == basalt.StatusMaintenance {
+			return invalid("Invalid volume: Volume %s is in maintenance.", id)
+		}
+		if u.Name != nil {
+			v.Name = u.Name
+		}
+		if u.Description != nil {
+			v.Description = u.Description
+		}
+		if u.Metadata != nil {
+			v.Metadata = u.Metadata
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, unavailable(p.logger, "update the volume", err)
+	}
+	return v, nil
+}
+
+const deleteRefusal = "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer."
+
+// DeleteVolume starts deleting volume id: a placed volume goes to deleting and its backend is
+// told; a volume that was never placed is removed at once. force (admin) skips the status
+// check. Of concurrent deletes exactly one starts the work; the others get EINVALID.
+func (p *Plane) DeleteVolume(ctx context.Context, id string, force bool) error {
+	c := CallerFrom(ctx)
+	if force {
+		if err := requireAdmin(ctx); err != nil {
+			return err
+		}
+	}
+	if _, err := p.Volume(ctx, id); err != nil {
+		return err
+	}
+	var op *basalt.Operation
+	var unplaced bool
+	v, err := p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
+		if v.AttachStatus == basalt.AttachAttached || (!force && !v.Status.Deletable()) {
+			return invalid("%s", deleteRefusal)
+		}
+		if force && v.Status == basalt.StatusDeleting {
+			return invalid("Invalid volume: Volume %s is already being deleted.", id)
+		}
+		unplaced = v.Host == ""
+		v.Status = basalt.StatusDeleting
+		op = p.newOp(ctx, events.KindDeleteVolume, v, v.Backend())
+		v.OpID = op.ID
+		return nil
+	}, func(v *basalt.Volume) *basalt.Operation {
+		if unplaced {
+			return nil
+		}
+		return op
+	})
+	if err != nil {
+		return unavailable(p.logger, "delete the volume", err)
+	}
+	if unplaced {
+		if err := p.store.Release(ctx, v.ID); err != nil {
+			return unavailable(p.logger, "delete the volume", err)
+		}
+		return p.store.DeleteVolume(ctx, v)
+	}
+	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteVolume,
+		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
+		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
+	if err := p.pub.Publish(events.BackendTopic(v.Backend()), op.ID, c.RequestID, cmd); err != nil {
+		// The operation record stays: the reconciler ends it at its deadline.
+		p.logger.Error("publish delete", "volume_id", v.ID, "op_id", op.ID, "err", err)
+	}
+	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID)
+	return nil
+}
+
+// ResetVolumeStatus sets a volume's status and/or attach status (admin), ending any operation
+// in flight on it. Errors: EFORBIDDEN, ENOTFOUND, EINVALID (no field, an unknown status,
+// "deleting", or in-use without attachments).
+func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attachStatus *string) error {
+	if err := requireAdmin(ctx); err != nil {
+		return err
+	}
+	if status == nil && attachStatus == nil {
+		return invalid("Must specify 'status', 'attach_status' or 'migration_status' for update.")
+	}
+	var st basalt.VolumeStatus
+	if status != nil {
+		st = basalt.VolumeStatus(strings.ToLower(*status))
+		if !slices.Contains(basalt.AllVolumeStatuses, st) {
+			return invalid("Invalid input for field/attribute status. Value: %s. It must be one of the volume statuses.", *status)
+		}
+		if st == basalt.StatusDeleting {
+			return invalid("Invalid input received: Cannot reset a volume's status to deleting.")
+		}
+	}
+	if attachStatus != nil && *attachStatus != basalt.AttachAttached && *attachStatus != basalt.AttachDetached {
+		return invalid("Invalid input for field/attribute attach_status. Value: %s. It must be attached or detached.", *attachStatus)
+	}
+	if _, err := p.Volume(ctx, id); err != nil {
+		return err
+	}
+	var opID string
+	_, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
+		if st == basalt.StatusInUse && v.AttachStatus != basalt.AttachAttached {
+			return invalid("Invalid volume: Volume %s has no attachments; it cannot be in-use.", id)
+		}
+		if st != "" {
+			v.Status = st
+			v.StatusReason = ""
+		}
+		if attachStatus != nil {
+			v.AttachStatus = *attachStatus
+		}
+		opID, v.OpID = v.OpID, ""
+		return nil
+	})
+	if err != nil {
+		return unavailable(p.logger, "reset the volume's status", err)
+	}
+	if opID != "" {
+		_, err := p.store.UpdateOp(ctx, opID, func(op *basalt.Operation) error {
+			op.State, op.Reason = basalt.OpFailed, "status reset by an administrator"
+			return nil
+		})
+		if err != nil && !errors.Is(err, store.ErrOpFinished) && basalt.ErrorCode(err) != basalt.ENOTFOUND {
+			p.logger.Warn("end operation after reset", "op_id", opID, "err", err)
+		}
+	}
+	return nil
+}
