@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -81,4 +82,33 @@ func (p *Presence) Report(ctx context.Context, r CapabilityReport) error {
 		return fmt.Errorf("report capabilities of %s: %w", r.Backend, err)
 	}
 	return nil
+}
+
+// Run heartbeats service binary on host every interval until ctx ends, starting at once. busy,
+// if non-nil, reports the calls in flight. Failures are logged, never fatal: a heartbeat that
+// cannot be written is what makes a service look down.
+func (p *Presence) Run(ctx context.Context, binary, host, zone string, interval time.Duration,
+	busy func() int, logger *slog.Logger) error {
+	beat := func() {
+		n := 0
+		if busy != nil {
+			n = busy()
+		}
+		hctx, cancel := context.WithTimeout(ctx, interval)
+		defer cancel()
+		if err := p.Heartbeat(hctx, binary, host, zone, n); err != nil && ctx.Err() == nil {
+			logger.Warn("heartbeat", "binary", binary, "host", host, "err", err)
+		}
+	}
+	beat()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			beat()
+		}
+	}
 }

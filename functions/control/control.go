@@ -101,7 +101,9 @@ func requireAdmin(ctx context.Context) error {
 	return nil
 }
 
-func invalid(format string, args ...any) error { return basalt.Errorf(basalt.EINVALID, format, args...) }
+func invalid(format string, args ...any) error {
+	return basalt.Errorf(basalt.EINVALID, format, args...)
+}
 
 // unavailable wraps an infrastructure failure as a 503 with a message that names no internals.
 func unavailable(logger *slog.Logger, what string, err error) error {

@@ -352,3 +352,19 @@ func (s *Store) DeleteMessage(ctx context.Context, m *basalt.Message) error {
 	})
 	return err
 }
+
+func decisionKey(volumeID string) string { return p + "decision:" + volumeID }
+
+// PutDecision records the scheduler's explanation of a volume's placement for a week.
+func (s *Store) PutDecision(ctx context.Context, volumeID, explanation string) error {
+	return s.rdb.Set(ctx, decisionKey(volumeID), explanation, 7*24*time.Hour).Err()
+}
+
+// Decision returns the recorded explanation of a volume's placement ("" when none).
+func (s *Store) Decision(ctx context.Context, volumeID string) (string, error) {
+	v, err := s.rdb.Get(ctx, decisionKey(volumeID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, err
+}

@@ -1,0 +1,331 @@
+// Package agents is the node agent: the one long-lived process per storage host. It runs the
+// drivers of the host's backends, consumes each backend's topic, runs driver calls in bounded
+// worker pools off the heartbeat path, heartbeats every backend service, reports capabilities
+// on a jittered timer, and publishes outcomes. It never writes volume records: its Redis keys
+// are its streams' consumer state, its heartbeats and reports, and its in-flight journal.
+//
+// A command is acknowledged as soon as it is written to the backend's in-flight journal, so a
+// long driver call never holds a stream message past its claim time. When the agent starts, it
+// re-runs what the journal holds (driver calls are idempotent), so work cut short by a crash
+// ends in a final state and is never done twice.
+package agents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/drivers"
+	"github.com/basalt-storage/basalt/events"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+)
+
+// JournalKey is the hash of commands a backend accepted and has not finished: op id → command.
+func JournalKey(backend string) string { return events.KeyPrefix + "agent:" + backend + ":inflight" }
+
+// Agent runs the backends of one host.
+type Agent struct {
+	cfg      Config
+	bus      *events.Bus
+	rdb      redis.UniversalClient // journal
+	presence *events.Presence      // heartbeats and reports, on a connection of their own
+	logger   *slog.Logger
+	backends []*backend
+}
+
+type backend struct {
+	cfg     BackendConfig
+	name    string // host@backend
+	driver  drivers.Driver
+	slots   chan struct{}
+	busy    atomic.Int64
+	running sync.WaitGroup
+}
+
+// New opens the drivers of every backend. redisOpts configures the agent's own connections.
+func New(cfg Config, bus *events.Bus, redisOpts *redis.Options, logger *slog.Logger) (*Agent, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, bus: bus, logger: logger.With("host", cfg.Host),
+		rdb:      redis.NewClient(redisOpts),
+		presence: events.NewPresence(redis.NewClient(redisOpts), nil)}
+	for _, bc := range cfg.Backends {
+		d, err := openDriver(&a.cfg, bc, logger)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.backends = append(a.backends, &backend{cfg: bc, name: cfg.Host + "@" + bc.Name, driver: d,
+			slots: make(chan struct{}, bc.Workers)})
+	}
+	return a, nil
+}
+
+// Backends returns the host@backend names of the agent's backends.
+func (a *Agent) Backends() []string {
+	var out []string
+	for _, b := range a.backends {
+		out = append(out, b.name)
+	}
+	return out
+}
+
+// Close releases the drivers and connections. Call it after Run returns.
+func (a *Agent) Close() error {
+	for _, b := range a.backends {
+		if c, ok := b.driver.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
+	_ = a.rdb.Close()
+	return nil
+}
+
+// Run runs the agent until ctx ends, then stops gracefully: it stops taking commands, lets
+// driver calls finish for up to StopGrace, and returns after every goroutine has exited.
+func (a *Agent) Run(ctx context.Context) error {
+	// Work outlives ctx by the grace period, so a SIGTERM does not cut a driver call short.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	go func() {
+		<-ctx.Done()
+		t := time.NewTimer(time.Duration(a.cfg.StopGrace))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelWork()
+		case <-workCtx.Done():
+		}
+	}()
+
+	router, err := a.bus.Router()
+	if err != nil {
+		return err
+	}
+	for _, b := range a.backends {
+		sub, err := a.bus.Subscriber("agents", b.name)
+		if err != nil {
+			return err
+		}
+		router.AddConsumerHandler("agent."+b.name, events.BackendTopic(b.name), sub, func(msg *message.Message) error {
+			return a.accept(workCtx, b, msg)
+		})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, b := range a.backends {
+		g.Go(func() error { return a.heartbeat(gctx, b) })
+		g.Go(func() error { return a.report(gctx, b) })
+		if err := a.recover(workCtx, b); err != nil {
+			return fmt.Errorf("recover %s: %w", b.name, err)
+		}
+	}
+	g.Go(func() error {
+		if err := router.Run(gctx); err != nil && gctx.Err() == nil {
+			return fmt.Errorf("agent router: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return router.Close()
+	})
+	a.logger.Info("agent started", "backends", a.Backends())
+	err = g.Wait()
+	for _, b := range a.backends {
+		b.running.Wait()
+	}
+	cancelWork()
+	a.logger.Info("agent stopped")
+	return err
+}
+
+// accept journals a command and starts it; the message is then acknowledged.
+func (a *Agent) accept(ctx context.Context, b *backend, msg *message.Message) error {
+	var cmd events.Command
+	if err := events.Decode(msg, &cmd); err != nil {
+		return err
+	}
+	fresh, err := a.rdb.HSetNX(msg.Context(), JournalKey(b.name), cmd.OpID, []byte(msg.Payload)).Result()
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", cmd.OpID, err)
+	}
+	if !fresh {
+		return nil // already accepted (a redelivery); the journal entry runs it
+	}
+	a.start(ctx, b, cmd)
+	return nil
+}
+
+// recover re-runs every journaled command of b.
+func (a *Agent) recover(ctx context.Context, b *backend) error {
+	entries, err := a.rdb.HGetAll(ctx, JournalKey(b.name)).Result()
+	if err != nil {
+		return err
+	}
+	for opID, payload := range entries {
+		var cmd events.Command
+		if err := json.Unmarshal([]byte(payload), &cmd); err != nil {
+			a.logger.Error("undecodable journal entry dropped", "op_id", opID, "err", err)
+			a.rdb.HDel(ctx, JournalKey(b.name), opID)
+			continue
+		}
+		a.logger.Info("resuming interrupted command", "op_id", opID, "volume_id", cmd.VolumeID, "kind", cmd.Kind, "backend", b.name)
+		a.start(ctx, b, cmd)
+	}
+	return nil
+}
+
+func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
+	b.running.Add(1)
+	go func() {
+		defer b.running.Done()
+		select {
+		case b.slots <- struct{}{}:
+		case <-ctx.Done():
+			return // stays journaled; the next start runs it
+		}
+		b.busy.Add(1)
+		res := a.execute(ctx, b, cmd)
+		b.busy.Add(-1)
+		<-b.slots
+		if ctx.Err() != nil && !res.OK {
+			return // cancelled by shutdown: stays journaled
+		}
+		a.finish(ctx, b, cmd, res)
+	}()
+}
+
+func (a *Agent) execute(ctx context.Context, b *backend, cmd events.Command) events.Result {
+	log := a.logger.With("volume_id", cmd.VolumeID, "op_id", cmd.OpID, "request_id", cmd.RequestID, "backend", b.name)
+	res := events.Result{OpID: cmd.OpID, RequestID: cmd.RequestID, Kind: cmd.Kind, VolumeID: cmd.VolumeID,
+		Backend: b.name, Host: basalt.PoolName(b.name, cmd.Volume.Pool)}
+	start := time.Now()
+	if d := time.Duration(b.cfg.Delay); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			res.Error = ctx.Err().Error()
+			return res
+		}
+	}
+	var err error
+	switch cmd.Kind {
+	case events.KindCreateVolume:
+		err = b.driver.CreateVolume(ctx, cmd.Volume)
+		res.Reschedule = err != nil
+		res.Command, res.Attempted = &cmd, cmd.Attempted
+	case events.KindDeleteVolume:
+		err = b.driver.DeleteVolume(ctx, cmd.VolumeID)
+	case events.KindExtendVolume:
+		ext, ok := b.driver.(drivers.Extender)
+		if !ok {
+			err = basalt.Errorf(basalt.EINVALID, "the %s driver cannot extend volumes", b.cfg.Driver)
+		} else {
+			err = ext.ExtendVolume(ctx, cmd.VolumeID, cmd.Volume.SizeGB)
+		}
+	default:
+		err = fmt.Errorf("unknown command kind %q", cmd.Kind)
+	}
+	res.OK = err == nil
+	if err != nil {
+		res.Error = err.Error()
+		log.Warn("driver call failed", "kind", cmd.Kind, "err", err, "duration", time.Since(start))
+	} else {
+		log.Info("driver call done", "kind", cmd.Kind, "duration", time.Since(start))
+	}
+	return res
+}
+
+// finish publishes the result and clears the journal entry, retrying while Redis is away.
+func (a *Agent) finish(ctx context.Context, b *backend, cmd events.Command, res events.Result) {
+	for attempt := 0; ; attempt++ {
+		err := a.bus.Publish(events.TopicResults, cmd.OpID, cmd.RequestID, res)
+		if err == nil {
+			err = a.rdb.HDel(ctx, JournalKey(b.name), cmd.OpID).Err()
+		}
+		if err == nil {
+			return
+		}
+		a.logger.Warn("publish result", "op_id", cmd.OpID, "err", err, "attempt", attempt)
+		t := time.NewTimer(min(time.Duration(attempt+1)*200*time.Millisecond, 5*time.Second))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return // stays journaled: the next start re-runs the (idempotent) call
+		}
+	}
+}
+
+// heartbeat reports b's service as alive every ReportInterval, on its own connection and
+// goroutine: no driver call can delay it.
+func (a *Agent) heartbeat(ctx context.Context, b *backend) error {
+	return a.presence.Run(ctx, basalt.BinaryVolume, b.name, a.cfg.Zone, time.Duration(a.cfg.ReportInterval),
+		func() int { return int(b.busy.Load()) }, a.logger)
+}
+
+// report sends b's capabilities now and then every CapabilityInterval plus jitter.
+func (a *Agent) report(ctx context.Context, b *backend) error {
+	interval := time.Duration(a.cfg.CapabilityInterval)
+	for {
+		if err := a.reportOnce(ctx, b); err != nil && ctx.Err() == nil {
+			a.logger.Warn("capability report", "backend", b.name, "err", err)
+		}
+		jitter := time.Duration(rand.Int64N(int64(interval)/10 + 1))
+		t := time.NewTimer(interval + jitter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) reportOnce(ctx context.Context, b *backend) error {
+	stats, err := b.driver.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	stats.VolumeBackendName = b.cfg.VolumeBackendName
+	rep := events.CapabilityReport{Backend: b.name, Zone: a.cfg.Zone}
+	for _, p := range stats.Pools {
+		c := stats.Capabilities(p)
+		for k, v := range b.cfg.ExtraCapabilities {
+			c[k] = v
+		}
+		c["location_info"] = fmt.Sprintf("%s:%s:%s", b.cfg.Driver, b.name, p.Name)
+		// Round-trip through JSON so the scheduler sees the same types whether it reads the
+		// report from Redis or not.
+		raw, _ := json.Marshal(c)
+		var norm basalt.Capabilities
+		if err := json.Unmarshal(raw, &norm); err != nil {
+			return err
+		}
+		rep.Pools = append(rep.Pools, norm)
+	}
+	return a.presence.Report(ctx, rep)
+}
+
+// ReportNow sends every backend's capabilities at once (used at start by tests and tools).
+func (a *Agent) ReportNow(ctx context.Context) error {
+	var errs []error
+	for _, b := range a.backends {
+		errs = append(errs, a.reportOnce(ctx, b))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,252 @@
+// Package process wires Basalt's functions into runnable processes: the API server, and the
+// scheduler (placement, results and the reconciler). cmd/basalt runs each alone; local runs
+// them together with agents.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
+	"github.com/basalt-storage/basalt/functions/api"
+	"github.com/basalt-storage/basalt/functions/control"
+	"github.com/basalt-storage/basalt/functions/placement"
+	"github.com/basalt-storage/basalt/functions/results"
+	"github.com/basalt-storage/basalt/functions/scheduler"
+	"github.com/basalt-storage/basalt/functions/store"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config is the configuration shared by Basalt's processes. FromEnv reads it from the
+// environment; docs/configuration.md lists every variable.
+type Config struct {
+	RedisURL          string
+	Listen            string
+	ServiceDownTime   time.Duration
+	ReportInterval    time.Duration
+	OpTimeout         time.Duration
+	ReconcileInterval time.Duration
+	MaxAttempts       int
+	MaxVolumeSizeGB   int
+	DefaultZone       string
+	Scheduler         scheduler.Config
+	// ClaimTimeout is how long an unacknowledged message waits before another consumer claims it.
+	ClaimTimeout time.Duration
+	// Consumers is the number of parallel consumers of the scheduler and results topics in one
+	// process (default 2).
+	Consumers int
+}
+
+// FromEnv reads the configuration from BASALT_* variables and REDIS_URL.
+func FromEnv() (Config, error) {
+	c := Config{RedisURL: os.Getenv("REDIS_URL"), Listen: env("BASALT_LISTEN", "127.0.0.1:8776"),
+		DefaultZone: os.Getenv("BASALT_DEFAULT_AVAILABILITY_ZONE")}
+	var errs []error
+	dur := func(name string, dst *time.Duration) {
+		if v := os.Getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a positive duration like 60s", name, v))
+			}
+			*dst = d
+		}
+	}
+	num := func(name string, dst *int) {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a positive integer", name, v))
+			}
+			*dst = n
+		}
+	}
+	dur("BASALT_SERVICE_DOWN_TIME", &c.ServiceDownTime)
+	dur("BASALT_REPORT_INTERVAL", &c.ReportInterval)
+	dur("BASALT_OPERATION_TIMEOUT", &c.OpTimeout)
+	dur("BASALT_RECONCILE_INTERVAL", &c.ReconcileInterval)
+	dur("BASALT_CLAIM_TIMEOUT", &c.ClaimTimeout)
+	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
+	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
+	num("BASALT_CONSUMERS", &c.Consumers)
+	if v := os.Getenv("BASALT_SCHEDULER_FILTERS"); v != "" {
+		c.Scheduler.Filters = splitList(v)
+	}
+	if v := os.Getenv("BASALT_SCHEDULER_WEIGHERS"); v != "" {
+		c.Scheduler.Weighers = splitList(v)
+	}
+	if v := os.Getenv("BASALT_SCHEDULER_MULTIPLIERS"); v != "" {
+		c.Scheduler.Multipliers = map[string]float64{}
+		for _, kv := range splitList(v) {
+			k, val, _ := strings.Cut(kv, "=")
+			f, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("BASALT_SCHEDULER_MULTIPLIERS: %q: want Weigher=number", kv))
+			}
+			c.Scheduler.Multipliers[k] = f
+		}
+	}
+	c.setDefaults()
+	return c, errors.Join(errs...)
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *Config) setDefaults() {
+	if c.ServiceDownTime == 0 {
+		c.ServiceDownTime = 60 * time.Second
+	}
+	if c.ReportInterval == 0 {
+		c.ReportInterval = 10 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Consumers == 0 {
+		c.Consumers = 2
+	}
+	if c.Scheduler.Filters == nil {
+		// Cinder's defaults plus IgnoreAttemptedHostsFilter, so a reschedule tries elsewhere.
+		c.Scheduler.Filters = append(scheduler.DefaultFilters(), "IgnoreAttemptedHostsFilter")
+	}
+}
+
+// RedisOptions parses c.RedisURL.
+func (c Config) RedisOptions() (*redis.Options, error) {
+	if c.RedisURL == "" {
+		return nil, errors.New("REDIS_URL is required (for example redis://127.0.0.1:6379/0)")
+	}
+	o, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return o, nil
+}
+
+// Bus opens the message bus.
+func (c Config) Bus(opts *redis.Options, logger *slog.Logger) (*events.Bus, error) {
+	return events.NewBus(events.BusConfig{Redis: opts, MaxIdleTime: c.ClaimTimeout}, logger)
+}
+
+// NewPlane returns the control plane.
+func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) *control.Plane {
+	return control.New(control.Config{ServiceDownTime: c.ServiceDownTime, OpTimeout: c.OpTimeout,
+		MaxVolumeSizeGB: c.MaxVolumeSizeGB, DefaultZone: c.DefaultZone}, st, bus, logger)
+}
+
+// RunAPI serves the API on c.Listen until ctx ends. ready, if non-nil, receives the bound
+// address once the server listens.
+func RunAPI(ctx context.Context, c Config, opts *redis.Options, logger *slog.Logger, ready func(addr string)) error {
+	bus, err := c.Bus(opts, logger)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	plane := c.NewPlane(store.New(rdb, nil), bus, logger)
+	if _, err := plane.EnsureDefaultType(ctx); err != nil {
+		return fmt.Errorf("create the default volume type: %w", err)
+	}
+	srv := &http.Server{Handler: api.New(plane, logger), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	logger.Info("api listening", "addr", ln.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+// RunScheduler runs the scheduler function, the results function and the reconciler until ctx
+// ends, and heartbeats as a cinder-scheduler service named host.
+func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host string, logger *slog.Logger) error {
+	bus, err := c.Bus(opts, logger)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	st := store.New(rdb, nil)
+	place, err := placement.New(placement.Config{Scheduler: c.Scheduler, MaxAttempts: c.MaxAttempts,
+		ServiceDownTime: c.ServiceDownTime}, st, bus, logger)
+	if err != nil {
+		return err
+	}
+	res := results.New(results.Config{MaxAttempts: c.MaxAttempts, ReconcileInterval: c.ReconcileInterval}, st, bus, logger)
+	router, err := bus.Router()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < c.Consumers; i++ {
+		name := fmt.Sprintf("%s-%d", host, i)
+		sub, err := bus.Subscriber("scheduler", name)
+		if err != nil {
+			return err
+		}
+		router.AddConsumerHandler("placement."+name, events.TopicScheduler, sub, place.Handle)
+		rsub, err := bus.Subscriber("results", name)
+		if err != nil {
+			return err
+		}
+		router.AddConsumerHandler("results."+name, events.TopicResults, rsub, res.Handle)
+	}
+	presence := events.NewPresence(redis.NewClient(opts), nil)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return res.RunReconciler(gctx) })
+	g.Go(func() error {
+		return presence.Run(gctx, basalt.BinaryScheduler, host, "", c.ReportInterval, nil, logger)
+	})
+	g.Go(func() error {
+		if err := router.Run(gctx); err != nil && gctx.Err() == nil {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return router.Close()
+	})
+	logger.Info("scheduler running", "host", host, "filters", c.Scheduler.Filters, "weighers", c.Scheduler.Weighers)
+	return g.Wait()
+}
