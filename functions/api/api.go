@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/basalt-storage/basalt"
@@ -79,6 +80,7 @@ type Server struct {
 
 // New assembles the API over plane.
 func New(plane *control.Plane, logger *slog.Logger) *Server {
+	useCinderFaults()
 	s := &Server{plane: plane, logger: logger, mux: http.NewServeMux()}
 	cfg := huma.DefaultConfig("Basalt Block Storage API", "3")
 	cfg.Info.Description = "The OpenStack Block Storage (Cinder) v3 API, as served by Basalt. " +
@@ -349,36 +351,41 @@ func writeFault(w http.ResponseWriter, status int, msg string) {
 	_ = json.NewEncoder(w).Encode(f)
 }
 
-func init() {
-	// huma's errors (validation, body size, bad JSON) take Cinder's fault shape. huma exposes
-	// this hook only as a package variable; this is the one place Basalt sets it.
-	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
-		var parts []string
-		for _, e := range errs {
-			var d *huma.ErrorDetail
-			if errors.As(e, &d) {
-				loc := strings.TrimPrefix(strings.TrimPrefix(d.Location, "body."), "body")
-				switch {
-				case loc == "" && strings.Contains(d.Message, "invalid character"),
-					loc == "" && strings.Contains(d.Message, "unexpected end"):
-					parts = append(parts, "Malformed request body: "+d.Message)
-				case loc == "":
-					parts = append(parts, d.Message)
-				default:
-					parts = append(parts, fmt.Sprintf("Invalid input for field/attribute %s. Value: %v. %s", loc, d.Value, d.Message))
-				}
-			} else if e != nil {
-				parts = append(parts, e.Error())
+var setFaultShape sync.Once
+
+// useCinderFaults makes huma's own errors (validation, body size, bad JSON) take Cinder's
+// fault shape. huma exposes this hook only as a package variable; this is the one place
+// Basalt sets it, once, before the first operation is registered.
+func useCinderFaults() {
+	setFaultShape.Do(func() { huma.NewError = cinderError })
+}
+
+func cinderError(status int, msg string, errs ...error) huma.StatusError {
+	var parts []string
+	for _, e := range errs {
+		var d *huma.ErrorDetail
+		if errors.As(e, &d) {
+			loc := strings.TrimPrefix(strings.TrimPrefix(d.Location, "body."), "body")
+			switch {
+			case loc == "" && strings.Contains(d.Message, "invalid character"),
+				loc == "" && strings.Contains(d.Message, "unexpected end"):
+				parts = append(parts, "Malformed request body: "+d.Message)
+			case loc == "":
+				parts = append(parts, d.Message)
+			default:
+				parts = append(parts, fmt.Sprintf("Invalid input for field/attribute %s. Value: %v. %s", loc, d.Value, d.Message))
 			}
+		} else if e != nil {
+			parts = append(parts, e.Error())
 		}
-		if len(parts) > 0 {
-			msg = strings.Join(parts, "; ")
-		}
-		if status == http.StatusRequestEntityTooLarge {
-			msg = "Request is too large: " + msg
-		}
-		return newFault(status, msg)
 	}
+	if len(parts) > 0 {
+		msg = strings.Join(parts, "; ")
+	}
+	if status == http.StatusRequestEntityTooLarge {
+		msg = "Request is too large: " + msg
+	}
+	return newFault(status, msg)
 }
 
 // fault maps a domain error to its HTTP fault. It is the only such mapping.

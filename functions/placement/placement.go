@@ -171,7 +171,7 @@ func explainFailure(d *scheduler.Decision, lost []string, pools int) string {
 	}
 	var parts []string
 	for _, r := range d.Rejected {
-		parts = append(parts, fmt.Sprintf("%s: %s", r.Pool, r.Reason))
+		parts = append(parts, fmt.Sprintf("%s: %s: %s", r.Pool, r.Filter, r.Reason))
 	}
 	parts = append(parts, lost...)
 	return strings.Join(parts, "; ")

@@ -1,0 +1,36 @@
+# Basalt. `make run` starts the local stack; `make test` runs every test.
+GO ?= go
+BIN := bin/basalt
+
+.PHONY: run build test test-short bench openapi lint clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/basalt
+
+## run: the local stack (API on 127.0.0.1:8776, embedded Redis unless REDIS_URL is set)
+run: build
+	./$(BIN) local
+
+## test: vet, then every test with the race detector, against real redis-server processes
+test:
+	$(GO) vet ./...
+	BASALT_REQUIRE_REDIS=$${BASALT_REQUIRE_REDIS:-1} $(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## bench: performance tables (scheduler placement, end-to-end creates, API latency)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./functions/scheduler/
+	$(GO) run ./local/bench
+
+## openapi: write openapi/openapi.yaml from the code
+openapi:
+	$(GO) run ./cmd/basalt openapi > openapi/openapi.yaml
+
+lint:
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin data
