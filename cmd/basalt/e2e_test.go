@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt/agents"
+	"github.com/redis/go-redis/v9"
 )
 
 // addTopology starts the example topology of DESIGN.md on file drivers.
@@ -216,5 +217,72 @@ func TestE2EConcurrentSchedulersNeverOvercommit(t *testing.T) {
 	}
 	if len(perHost) != 4 || total != 4*perPool || errored != n-4*perPool {
 		t.Errorf("placed %d GiB on %d pools and failed %d, want %d GiB on 4 pools and %d failures (%v)", total, len(perHost), errored, 4*perPool, n-4*perPool, perHost)
+	}
+}
+
+func TestE2ELongDriverCallKeepsServiceUp(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	cfg := agents.Config{Host: "busy", Backends: []agents.BackendConfig{fileBackend("b1")}}
+	cfg.Backends[0].Delay = agents.Duration(5 * time.Second) // more than three times the down time
+	s.addAgent(cfg)
+	id := s.createVolume("alice:p1", `{"volume":{"size":1}}`)
+	deadline := time.Now().Add(4 * time.Second)
+	sawBusy := false
+	for time.Now().Before(deadline) {
+		r := s.do("admin:admin", "GET", "/v3/os-services?host=busy@b1", "")
+		svc := r.body["services"].([]any)[0].(map[string]any)
+		if svc["state"] != "up" {
+			t.Fatalf("service during a long driver call = %v, want up", svc)
+		}
+		sawBusy = sawBusy || svc["busy"].(float64) == 1
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !sawBusy {
+		t.Errorf("os-services never showed the backend busy during its driver call")
+	}
+	if v := s.waitFinal(id, 20*time.Second); v["status"] != "available" {
+		t.Errorf("volume = %v, want available", v["status"])
+	}
+}
+
+func TestE2EAgentStopsGracefully(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	cfg := agents.Config{Host: "graceful", Backends: []agents.BackendConfig{fileBackend("b1")}}
+	cfg.Backends[0].Delay = agents.Duration(1500 * time.Millisecond)
+	agent := s.addAgent(cfg)
+	id := s.createVolume("alice:p1", `{"volume":{"size":1}}`)
+	s.eventually(10*time.Second, func() (bool, string) {
+		n, _ := s.redis.Client().HLen(t.Context(), agents.JournalKey("graceful@b1")).Result()
+		return n == 1, fmt.Sprint(n)
+	}, "the agent journals the create")
+	agent.kill(syscall.SIGTERM) // returns once the process has exited
+	if v := s.volume(id); v["status"] != "available" {
+		t.Errorf("volume after SIGTERM = %v, want available: the agent finishes its call before exiting", v["status"])
+	}
+	if n, _ := s.redis.Client().HLen(t.Context(), agents.JournalKey("graceful@b1")).Result(); n != 0 {
+		t.Errorf("journal holds %d entries after a graceful stop, want 0", n)
+	}
+}
+
+func TestE2EPoisonMessageReachesDeadLetters(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	// A command nobody can decode: it fails every retry and must not block the stream.
+	if err := s.redis.Client().XAdd(t.Context(), &redis.XAddArgs{Stream: "basalt.scheduler",
+		Values: map[string]any{"_watermill_message_uuid": "poison-1", "payload": "not json", "metadata": ""}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually(20*time.Second, func() (bool, string) {
+		r := s.do("admin:admin", "GET", "/v3/os-deadletters", "")
+		dl, _ := r.body["dead_letters"].([]any)
+		return len(dl) == 1 && strings.Contains(r.raw, "basalt.scheduler") && strings.Contains(r.raw, "undecodable"), r.raw
+	}, "the poisoned command is listed with its topic and reason")
+	if r := s.do("alice:p1", "GET", "/v3/os-deadletters", ""); r.status != 403 {
+		t.Errorf("member lists dead letters = %d, want 403", r.status)
+	}
+	// The stream still works.
+	s.addAgent(agents.Config{Host: "after", Backends: []agents.BackendConfig{fileBackend("b1")}})
+	id := s.createVolume("alice:p1", `{"volume":{"size":1}}`)
+	if v := s.waitFinal(id, 20*time.Second); v["status"] != "available" {
+		t.Errorf("volume after a poison message = %v, want available", v["status"])
 	}
 }
