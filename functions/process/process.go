@@ -235,7 +235,7 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return res.RunReconciler(gctx) })
 	g.Go(func() error {
-		return presence.Run(gctx, basalt.BinaryScheduler, host, "", c.ReportInterval, nil, logger)
+		return presence.Run(gctx, basalt.BinaryScheduler, host, basalt.DefaultZone, c.ReportInterval, nil, logger)
 	})
 	g.Go(func() error {
 		if err := router.Run(gctx); err != nil && gctx.Err() == nil {
