@@ -196,6 +196,12 @@ func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
 		case <-ctx.Done():
 			return // stays journaled; the next start runs it
 		}
+		if a.ended(ctx, cmd.OpID) {
+			// A stale redelivery: the operation ended while this command waited.
+			a.rdb.HDel(ctx, JournalKey(b.name), cmd.OpID)
+			<-b.slots
+			return
+		}
 		b.busy.Add(1)
 		res := a.execute(ctx, b, cmd)
 		b.busy.Add(-1)
@@ -205,6 +211,19 @@ func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
 		}
 		a.finish(ctx, b, cmd, res)
 	}()
+}
+
+// ended reports whether operation opID is recorded as finished. When in doubt (Redis away, no
+// record) it answers false: running an idempotent call again is safe, skipping one is not.
+func (a *Agent) ended(ctx context.Context, opID string) bool {
+	raw, err := a.rdb.Get(ctx, events.OperationKey(opID)).Bytes()
+	if err != nil {
+		return false
+	}
+	var op struct {
+		State string `json:"state"`
+	}
+	return json.Unmarshal(raw, &op) == nil && op.State != "" && op.State != basalt.OpPending
 }
 
 func (a *Agent) execute(ctx context.Context, b *backend, cmd events.Command) events.Result {

@@ -26,7 +26,7 @@ func volumeKey(id string) string         { return p + "vol:" + id }
 func projectVolumesKey(pr string) string { return p + "proj:" + pr + ":vols" }
 func typeKey(id string) string           { return p + "type:" + id }
 func typeNameKey(name string) string     { return p + "typename:" + name }
-func opKey(id string) string             { return p + "op:" + id }
+func opKey(id string) string             { return events.OperationKey(id) }
 func messageKey(id string) string        { return p + "msg:" + id }
 func projectMessagesKey(pr string) string {
 	return p + "proj:" + pr + ":msgs"

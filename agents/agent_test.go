@@ -1,0 +1,109 @@
+package agents_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/agents"
+	"github.com/basalt-storage/basalt/events"
+	"github.com/basalt-storage/basalt/events/redistest"
+)
+
+// TestRecoveryRunsJournaledWork starts an agent whose journal holds two commands left by a
+// crash: one whose operation is still pending (it must run and report) and one whose operation
+// already ended (it must be dropped, not run).
+func TestRecoveryRunsJournaledWork(t *testing.T) {
+	rs := redistest.Start(t)
+	rdb := rs.Client()
+	ctx := context.Background()
+	dir := t.TempDir()
+	put := func(opID, volID, state string) {
+		cmd := events.Command{OpID: opID, Kind: events.KindCreateVolume, VolumeID: volID, Backend: "h@b",
+			Volume: basalt.VolumeSpec{ID: volID, SizeGB: 1, Pool: "pool"}}
+		raw, _ := json.Marshal(cmd)
+		rdb.HSet(ctx, agents.JournalKey("h@b"), opID, raw)
+		op, _ := json.Marshal(basalt.Operation{ID: opID, State: state})
+		rdb.Set(ctx, events.OperationKey(opID), op, 0)
+	}
+	put("op-pending", "vol-a", basalt.OpPending)
+	put("op-ended", "vol-b", basalt.OpFailed)
+
+	logger := slog.New(slog.DiscardHandler)
+	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
+		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, rs.Options(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, _ := rdb.HLen(ctx, agents.JournalKey("h@b")).Result()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journal still holds %d entries", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-a")); err != nil {
+		t.Errorf("the pending create was not run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-b")); !os.IsNotExist(err) {
+		t.Errorf("the ended create was run (stat = %v)", err)
+	}
+	msgs, err := rdb.XRange(ctx, events.TopicResults, "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("results stream = %v, %v; want exactly one result", msgs, err)
+	}
+	var res events.Result
+	if err := json.Unmarshal([]byte(msgs[0].Values["payload"].(string)), &res); err != nil || !res.OK || res.OpID != "op-pending" || res.Host != "h@b#pool" {
+		t.Errorf("result = %+v (%v), want OK for op-pending on h@b#pool", res, err)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		json string
+	}{
+		{"no host", `{"backends":[{"name":"b","driver":"file"}]}`},
+		{"host with @", `{"host":"a@b","backends":[{"name":"b","driver":"file"}]}`},
+		{"no backends", `{"host":"h"}`},
+		{"unknown driver", `{"host":"h","backends":[{"name":"b","driver":"lvm"}]}`},
+		{"duplicate backend", `{"host":"h","backends":[{"name":"b","driver":"fake"},{"name":"b","driver":"fake"}]}`},
+		{"unknown key", `{"host":"h","bakends":[]}`},
+		{"bad duration", `{"host":"h","report_interval":"soon","backends":[{"name":"b","driver":"fake"}]}`},
+	} {
+		path := filepath.Join(t.TempDir(), "agent.json")
+		os.WriteFile(path, []byte(c.json), 0o644)
+		cfg, err := agents.LoadConfig(path)
+		if err == nil {
+			_, err = agents.New(cfg, nil, nil, slog.New(slog.DiscardHandler))
+		}
+		if err == nil {
+			t.Errorf("%s: config %s accepted, want an error", c.name, c.json)
+		}
+	}
+}
