@@ -299,3 +299,38 @@ func TestPagination(t *testing.T) {
 }
 
 var _ = bytes.NewReader
+
+func TestResetStatus(t *testing.T) {
+	srv, _ := newServer(t)
+	r := do(t, srv, "alice:p1", "POST", "/v3/volumes", `{"volume":{"size":1}}`)
+	id := r.body["volume"].(map[string]any)["id"].(string)
+	path := "/v3/volumes/" + id + "/action"
+	if r := do(t, srv, "alice:p1", "POST", path, `{"os-reset_status":{"status":"error"}}`); r.status != 403 {
+		t.Errorf("member os-reset_status = %d, want 403", r.status)
+	}
+	for _, c := range []struct {
+		body   string
+		status int
+	}{
+		{`{"os-reset_status":{}}`, 400},
+		{`{"os-reset_status":{"status":"deleting"}}`, 400},
+		{`{"os-reset_status":{"status":"sleeping"}}`, 400},
+		{`{"os-reset_status":{"status":"in-use"}}`, 400},
+		{`{"os-reset_status":{"status":"error"},"os-extend":{"new_size":2}}`, 400},
+		{`{"os-reset_status":{"status":"ERROR"}}`, 202},
+	} {
+		if r := do(t, srv, "admin:admin", "POST", path, c.body); r.status != c.status {
+			t.Errorf("admin action %s = %d %s, want %d", c.body, r.status, r.raw, c.status)
+		}
+	}
+	if r := do(t, srv, "alice:p1", "GET", "/v3/volumes/"+id, ""); r.body["volume"].(map[string]any)["status"] != "error" {
+		t.Errorf("status after reset = %v, want error", r.body["volume"].(map[string]any)["status"])
+	}
+	// The reset volume can now be deleted: it was never placed, so it is removed at once.
+	if r := do(t, srv, "alice:p1", "DELETE", "/v3/volumes/"+id, ""); r.status != 202 {
+		t.Fatalf("delete = %d %s", r.status, r.raw)
+	}
+	if r := do(t, srv, "alice:p1", "GET", "/v3/volumes/"+id, ""); r.status != 404 {
+		t.Errorf("show after deleting an unplaced volume = %d, want 404", r.status)
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/functions/scheduler"
+)
+
+// placementTargets are the latency targets of one decision (median), by pool count.
+var placementTargets = map[int]time.Duration{1000: 200 * time.Microsecond, 10000: 2 * time.Millisecond}
+
+// benchType is the volume type of every placement request: two extra specs that
+// CapabilitiesFilter checks.
+var benchType = &basalt.VolumeType{ID: "5c1e6d4a-6a53-4c8e-9d0f-3b0a8e2f1c77", Name: "thin-lvm",
+	ExtraSpecs: map[string]string{
+		"volume_backend_name":                    "lvmbackend",
+		"capabilities:thin_provisioning_support": "<is> True",
+	}}
+
+// syntheticPools returns n pools shaped like the reports of the file and fake drivers, on
+// hosts of four backends each, hosts spread round-robin over zones az1, az2 and az3. Three
+// backends in four are file-like (thin, max_over_subscription_ratio 20, reserved 0, 5 or 10
+// per cent), the fourth fake-like (thick, ratio 1); one pool in ten reports another
+// volume_backend_name and one in twenty is full. The capabilities go through JSON, as they do
+// on their way from an agent to the scheduler. The pools are the same for the same n.
+func syntheticPools(n int) []basalt.Pool {
+	rng := rand.New(rand.NewPCG(1, uint64(n)))
+	zones := []string{"az1", "az2", "az3"}
+	now := time.Now().UTC()
+	pools := make([]basalt.Pool, n)
+	for i := range pools {
+		backend := fmt.Sprintf("block%d@backend%d", i/4, i%4)
+		total := float64(1000 + rng.IntN(99000))
+		var ps basalt.PoolStats
+		protocol := "file"
+		if i%4 == 3 {
+			protocol = "fake"
+			prov := math.Floor(total * rng.Float64())
+			ps = basalt.PoolStats{TotalCapacityGB: total, FreeCapacityGB: total - prov,
+				ProvisionedCapacityGB: prov, MaxOverSubscriptionRatio: 1, ThickProvisioningSupport: true}
+		} else {
+			free := math.Round(total*rng.Float64()*100) / 100
+			prov := math.Floor((total - free) * (1 + 2*rng.Float64()))
+			ps = basalt.PoolStats{TotalCapacityGB: total, FreeCapacityGB: free, ProvisionedCapacityGB: prov,
+				ReservedPercentage: 5 * rng.IntN(3), MaxOverSubscriptionRatio: 20, ThinProvisioningSupport: true}
+		}
+		if rng.IntN(20) == 0 { // full
+			ps.FreeCapacityGB, ps.ProvisionedCapacityGB = 0, 20*total
+		}
+		ps.Name = "pool"
+		ps.TotalVolumes = int(ps.ProvisionedCapacityGB / 40)
+		name := "lvmbackend"
+		if rng.IntN(10) == 0 {
+			name = "cephbackend"
+		}
+		stats := basalt.BackendStats{VolumeBackendName: name, VendorName: "Basalt", DriverVersion: "1.0.0",
+			StorageProtocol: protocol, OnlineExtendSupport: true}
+		c := stats.Capabilities(ps)
+		c["location_info"] = protocol + ":" + backend + ":pool"
+		raw, err := json.Marshal(c)
+		if err != nil {
+			panic(err) // only numbers, strings and booleans
+		}
+		var norm basalt.Capabilities
+		if err := json.Unmarshal(raw, &norm); err != nil {
+			panic(err)
+		}
+		pools[i] = basalt.Pool{Name: basalt.PoolName(backend, "pool"), Backend: backend,
+			Zone: zones[(i/4)%3], Capabilities: norm, UpdatedAt: now}
+	}
+	return pools
+}
+
+// placementRequests returns n requests of 1 to 100 GiB of benchType in zone (""
+// = any zone), each with its own id.
+func placementRequests(n int, zone string) []*scheduler.Request {
+	rng := rand.New(rand.NewPCG(2, 2))
+	reqs := make([]*scheduler.Request, n)
+	for i := range reqs {
+		reqs[i] = &scheduler.Request{ID: fmt.Sprintf("bench-%08x-%04d", rng.Uint32(), i),
+			SizeGB: 1 + rng.IntN(100), Zone: zone, Type: benchType, Operation: scheduler.OpCreateVolume}
+	}
+	return reqs
+}
+
+// placementRow is the outcome of one pool count.
+type placementRow struct {
+	pools      int
+	calls      int
+	elapsed    time.Duration
+	lat        summary
+	candidates float64 // mean ranked pools per decision
+}
+
+// benchPlacement times Place, called from one goroutine, over each pool count: up to maxCalls
+// calls or maxTime, whichever ends first, after a short warm-up.
+func benchPlacement(ctx context.Context, counts []int, zone string, maxCalls int, maxTime time.Duration,
+	progress io.Writer) ([]placementRow, error) {
+	// The configuration the scheduler process runs with by default.
+	s, err := scheduler.New(scheduler.Config{Filters: append(scheduler.DefaultFilters(), "IgnoreAttemptedHostsFilter")})
+	if err != nil {
+		return nil, err
+	}
+	reqs := placementRequests(256, zone)
+	var rows []placementRow
+	for _, n := range counts {
+		if ctx.Err() != nil {
+			return rows, ctx.Err()
+		}
+		pools := syntheticPools(n)
+		warm := time.Now()
+		for i := 0; i < maxCalls/10 && time.Since(warm) < maxTime/10; i++ {
+			s.Place(reqs[i%len(reqs)], pools)
+		}
+		runtime.GC()
+		lat := make([]time.Duration, 0, maxCalls)
+		ranked := 0
+		start := time.Now()
+		for len(lat) < maxCalls && time.Since(start) < maxTime && ctx.Err() == nil {
+			r := reqs[len(lat)%len(reqs)]
+			t := time.Now()
+			d := s.Place(r, pools)
+			lat = append(lat, time.Since(t))
+			ranked += len(d.Ranked)
+		}
+		row := placementRow{pools: n, calls: len(lat), elapsed: time.Since(start), lat: summarize(lat),
+			candidates: float64(ranked) / float64(max(len(lat), 1))}
+		fmt.Fprintf(progress, "placement: %d pools: %d calls, median %s\n", n, row.calls, dur(row.lat.p50))
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func printPlacement(w io.Writer, rows []placementRow, zone string, maxCalls int, maxTime time.Duration) {
+	fmt.Fprintf(w, "## 1. Scheduler placement\n\n")
+	fmt.Fprintf(w, "One goroutine calls `scheduler.(*Scheduler).Place` with the default filters (AvailabilityZoneFilter, "+
+		"CapacityFilter, CapabilitiesFilter, IgnoreAttemptedHostsFilter) and weigher (CapacityWeigher), as the scheduler "+
+		"process runs by default; Place may itself use up to GOMAXPROCS goroutines on large pool sets. Each row: up to "+
+		"%s calls or %s, after a warm-up.\n\n",
+		count(maxCalls), maxTime)
+	fmt.Fprintf(w, "| pools | median | p99 | decisions/s | target |\n|---:|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		target := "—"
+		if t, ok := placementTargets[r.pools]; ok {
+			target = verdict("< "+dur(t), r.lat.p50 < t)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", count(r.pools), dur(r.lat.p50), dur(r.lat.p99),
+			rate(r.calls, r.elapsed), target)
+	}
+	where := "any zone"
+	if zone != "" {
+		where = "zone " + zone
+	}
+	fmt.Fprintf(w, "\nPools: hosts of four backends spread over az1, az2 and az3; three backends in four file-like "+
+		"(thin, ratio 20, reserved 0/5/10 %%), one fake-like (thick); 10 %% report another volume_backend_name, 5 %% are full. "+
+		"Requests: 1 to 100 GiB in %s, type with `volume_backend_name=lvmbackend` and "+
+		"`capabilities:thin_provisioning_support=<is> True`.", where)
+	for _, r := range rows {
+		fmt.Fprintf(w, " %s pools: %.0f ranked (%.0f %%), %s calls.", count(r.pools), r.candidates,
+			100*r.candidates/float64(r.pools), count(r.calls))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w)
+}
