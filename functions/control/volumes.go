@@ -214,6 +214,19 @@ func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, b
 	project := c.ProjectID
 	if c.Admin && o.AllTenants {
 		project = o.Filters["project_id"]
+		delete(o.Filters, "project_id")
+	}
+	if len(o.Filters) == 0 && len(o.Sort) == 0 {
+		// The common listing (newest first, unfiltered) pages in Redis and reads only the page.
+		limit := o.Limit
+		if limit <= 0 || limit > MaxLimit {
+			limit = MaxLimit
+		}
+		page, err := p.store.VolumePage(ctx, project, o.Marker, o.Offset, limit)
+		if err != nil {
+			return nil, false, unavailable(p.logger, "list volumes", err)
+		}
+		return page, o.Limit > 0 && len(page) == limit, nil
 	}
 	all, err := p.store.Volumes(ctx, project)
 	if err != nil {

@@ -168,6 +168,36 @@ func (s *Store) Volumes(ctx context.Context, project string) ([]*basalt.Volume, 
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
+	return s.volumesByID(ctx, ids)
+}
+
+// VolumePage returns up to limit volumes of project (every project when ""), newest first,
+// starting after the volume marker ("" for the first page) and skipping offset more. It reads
+// only the page. An unknown marker is ENOTFOUND.
+func (s *Store) VolumePage(ctx context.Context, project, marker string, offset, limit int) ([]*basalt.Volume, error) {
+	key := volumesKey
+	if project != "" {
+		key = projectVolumesKey(project)
+	}
+	start := int64(offset)
+	if marker != "" {
+		rank, err := s.rdb.ZRevRank(ctx, key, marker).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, volumeNotFound(marker)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list volumes: %w", err)
+		}
+		start += rank + 1
+	}
+	ids, err := s.rdb.ZRevRange(ctx, key, start, start+int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	return s.volumesByID(ctx, ids)
+}
+
+func (s *Store) volumesByID(ctx context.Context, ids []string) ([]*basalt.Volume, error) {
 	out := make([]*basalt.Volume, 0, len(ids))
 	for start := 0; start < len(ids); start += 500 {
 		end := min(start+500, len(ids))
