@@ -34,3 +34,43 @@ type Driver interface {
 type Extender interface {
 	ExtendVolume(ctx context.Context, id string, newSizeGB int) error
 }
+
+// Snapshotter is implemented by drivers that take snapshots: point-in-time copies of a
+// volume's bytes, kept on the volume's backend. Creating a snapshot that exists returns nil;
+// deleting a missing one returns nil. Errors: ENOTFOUND (volume), EINVALID (ids), EOVERLIMIT.
+type Snapshotter interface {
+	CreateSnapshot(ctx context.Context, volumeID, snapshotID string) error
+	DeleteSnapshot(ctx context.Context, snapshotID string) error
+	// StatSnapshot returns the snapshot's size in GiB (the volume's size when it was taken),
+	// or ENOTFOUND.
+	StatSnapshot(ctx context.Context, snapshotID string) (sizeGB int, err error)
+}
+
+// Cloner is implemented by drivers that create volumes from other volumes or from snapshots
+// on the same backend. v.SizeGB may exceed the source's size (the rest reads as zeros) but
+// never be smaller (EINVALID). Like CreateVolume, a clone appears whole or not at all, and
+// cloning into a volume that exists with the same size returns nil.
+type Cloner interface {
+	CloneVolume(ctx context.Context, v basalt.VolumeSpec, sourceVolumeID string) error
+	CreateVolumeFromSnapshot(ctx context.Context, v basalt.VolumeSpec, snapshotID string) error
+}
+
+// Reverter is implemented by drivers that restore a volume's bytes from one of its snapshots.
+// The sizes must be equal (EINVALID otherwise). Reverting twice is harmless.
+type Reverter interface {
+	RevertToSnapshot(ctx context.Context, volumeID, snapshotID string) error
+}
+
+// Accessor is implemented by drivers whose volume bytes can be read and written directly (the
+// file driver's sparse files, the fake's memory). Tests and data-path tools use it.
+type Accessor interface {
+	// OpenVolume opens volume id's bytes for reading and writing. The caller closes it.
+	OpenVolume(ctx context.Context, id string) (Device, error)
+}
+
+// Device is an open volume.
+type Device interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Close() error
+}
