@@ -1,8 +1,8 @@
 package scheduler
 
 import (
-	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/basalt-storage/basalt"
@@ -35,13 +35,11 @@ func (CapabilitiesFilter) Name() string { return "CapabilitiesFilter" }
 
 // Fits reports whether p satisfies r.Type's extra specs.
 func (f CapabilitiesFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	q := newQuery(r, ratioConfig{})
-	v := poolView{p: p}
-	return f.fits(q, &v)
+	return f.fits(newQuery(r, ratioConfig{}), p, nil)
 }
 
-func (CapabilitiesFilter) fits(q *query, v *poolView) (bool, string) {
-	caps := v.p.Capabilities
+func (CapabilitiesFilter) fits(q *query, p *basalt.Pool, _ *poolView) (bool, string) {
+	caps := p.Capabilities
 	if q.extend && q.r.Attached {
 		if ok, isBool := caps[keyOnlineExt].(bool); isBool && !ok {
 			return false, "online_extend_support is false and the volume is attached"
@@ -52,15 +50,15 @@ func (CapabilitiesFilter) fits(q *query, v *poolView) (bool, string) {
 		var val any = map[string]any(caps)
 		for _, part := range sp.path {
 			m, ok := asMap(val)
-			if !ok {
-				return false, fmt.Sprintf("missing capability %q", sp.key)
+			if ok {
+				val, ok = m[part]
 			}
-			if val, ok = m[part]; !ok {
-				return false, fmt.Sprintf("missing capability %q", sp.key)
+			if !ok {
+				return false, "missing capability " + strconv.Quote(sp.key)
 			}
 		}
 		if !sp.matchAny(val) {
-			return false, fmt.Sprintf("%s %s does not match %q", sp.key, showCap(val), sp.req)
+			return false, sp.key + " " + showCap(val) + " does not match " + strconv.Quote(sp.req)
 		}
 	}
 	return true, ""

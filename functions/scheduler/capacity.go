@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/basalt-storage/basalt"
 )
@@ -34,38 +35,37 @@ const (
 	capInvalid                 // anything else: a non-numeric string, a list, a dict
 )
 
-// capValue is one reported capacity value, classified.
-type capValue struct {
-	kind capKind
-	f    float64
-	raw  any
-}
-
 // readCap classifies caps[key]. A missing key is the number 0, as Cinder's
 // capability.get(key, 0).
-func readCap(caps basalt.Capabilities, key string) capValue {
+func readCap(caps basalt.Capabilities, key string) (capKind, float64) {
 	v, ok := caps[key]
 	if !ok {
-		return capValue{}
+		return capNumber, 0
 	}
 	return classify(v)
 }
 
-func classify(v any) capValue {
+func classify(v any) (capKind, float64) {
 	switch x := v.(type) {
 	case nil:
-		return capValue{kind: capNull}
+		return capNull, 0
 	case float64:
-		return capValue{f: x, raw: v}
+		return capNumber, x
 	case string:
 		if x == "infinite" || x == "unknown" {
-			return capValue{kind: capInfinite, raw: v}
+			return capInfinite, 0
 		}
 	}
-	if f, ok := toFloat(v); ok && !math.IsInf(f, 0) && !math.IsNaN(f) {
-		return capValue{f: f, raw: v}
+	if f, ok := finite(v); ok {
+		return capNumber, f
 	}
-	return capValue{kind: capInvalid, raw: v}
+	return capInvalid, 0
+}
+
+// finite is toFloat refusing infinities and NaN, which no capacity may be.
+func finite(v any) (float64, bool) {
+	f, ok := toFloat(v)
+	return f, ok && !math.IsInf(f, 0) && !math.IsNaN(f)
 }
 
 // ratioConfig is the global max_over_subscription_ratio: a number, or "auto".
@@ -74,139 +74,179 @@ type ratioConfig struct {
 	auto  bool
 }
 
-// capacity is a pool's capacity report as Cinder's PoolState holds it, parsed once.
+// A problem is a capacity value the arithmetic needs but cannot read. Cinder raises there
+// (and fails the whole request); Basalt rejects the pool, naming the value.
+type problem uint8
+
+const (
+	noProblem problem = iota
+	problemNullTotal
+	problemTotal
+	problemNullFree
+	problemFree
+	problemReserved
+	problemProvisioned
+	problemAllocated // provisioned_capacity_gb unset, allocated_capacity_gb unreadable
+	problemRatio
+	problemAuto // ratio "auto" without numeric total and free
+)
+
+// reason says what is wrong, reading the offending value back from caps.
+func (pr problem) reason(caps basalt.Capabilities) string {
+	invalid := func(key string) string { return "invalid " + key + " " + show(caps[key]) }
+	switch pr {
+	case problemNullTotal:
+		return "total capacity unknown (null)"
+	case problemTotal:
+		return invalid(keyTotal)
+	case problemNullFree:
+		return "free capacity unknown (null)"
+	case problemFree:
+		return invalid(keyFree)
+	case problemReserved:
+		return invalid(keyReserved)
+	case problemProvisioned:
+		return invalid(keyProvisioned)
+	case problemAllocated:
+		return invalid(keyAllocated)
+	case problemRatio:
+		return invalid(keyRatio)
+	case problemAuto:
+		return "max_over_subscription_ratio auto needs numeric " + keyTotal + " and " + keyFree
+	}
+	return ""
+}
+
+// capacity is a pool's capacity report as Cinder's PoolState holds it, parsed once. It holds
+// no pointers, so that a Place's per-pool scratch costs the garbage collector nothing.
 type capacity struct {
-	total, free capValue
-	provisioned float64 // provisioned_capacity_gb, default allocated_capacity_gb
-	allocated   float64
-	reserved    float64 // reserved_percentage
-	ratio       float64 // the pool state's max_over_subscription_ratio
-	thinSupport bool    // Python truthiness of thin_provisioning_support
-	// bad names the first field the arithmetic needs that cannot be read, with its value;
-	// Cinder raises (and fails the whole request) where Basalt rejects the pool with it.
-	badAllocated, badProvisioned, badReserved, badRatio string
-	provNonZero                                         bool // raw provisioned value != 0, for "auto"
+	total, free     float64
+	provisioned     float64 // provisioned_capacity_gb, default allocated_capacity_gb
+	reserved        float64 // reserved_percentage
+	ratio           float64 // the pool state's max_over_subscription_ratio
+	totalKind       capKind
+	freeKind        capKind
+	thinSupport     bool // Python truthiness of thin_provisioning_support
+	provNonZero     bool // the raw provisioned value != 0, for "auto"
+	provProblem     problem
+	reservedProblem problem
+	ratioProblem    problem
 }
 
 // readCapacity parses a pool's capacity keys as PoolState.update_from_volume_capability and
 // sched_utils.calculate_max_over_subscription_ratio do.
 func readCapacity(caps basalt.Capabilities, g ratioConfig) capacity {
 	var c capacity
-	c.total = readCap(caps, keyTotal)
-	c.free = readCap(caps, keyFree)
-	alloc := readCap(caps, keyAllocated)
-	switch alloc.kind {
-	case capNumber:
-		c.allocated = alloc.f
-	case capInvalid:
-		c.badAllocated = fmt.Sprintf("invalid %s %s", keyAllocated, show(alloc.raw))
-	} // null counts as missing (0) where Cinder would raise on the arithmetic
-	// provisioned_capacity_gb defaults to allocated_capacity_gb; "auto" asks whether that
-	// raw value != 0, so the string "0" counts as provisioned.
-	if pv, ok := caps[keyProvisioned]; ok && pv != nil {
-		prov := classify(pv)
-		if prov.kind == capNumber {
-			c.provisioned = prov.f
+	c.totalKind, c.total = readCap(caps, keyTotal)
+	c.freeKind, c.free = readCap(caps, keyFree)
+	// provisioned_capacity_gb defaults to allocated_capacity_gb; null counts as missing
+	// where Cinder would raise on the arithmetic. "auto" asks whether that raw value != 0,
+	// so the string "0" counts as provisioned.
+	pr := problemProvisioned
+	pv, ok := caps[keyProvisioned]
+	if !ok || pv == nil {
+		pr = problemAllocated
+		pv, ok = caps[keyAllocated]
+	}
+	if ok && pv != nil {
+		kind, f := classify(pv)
+		if kind == capNumber {
+			c.provisioned = f
 		} else {
-			c.badProvisioned = fmt.Sprintf("invalid %s %s", keyProvisioned, show(pv))
+			c.provProblem = pr
 		}
 		c.provNonZero = !isZero(pv)
-	} else {
-		c.provisioned = c.allocated
-		c.badProvisioned = c.badAllocated
-		c.provNonZero = alloc.raw != nil && !isZero(alloc.raw)
 	}
 	if rv, ok := caps[keyReserved]; ok && rv != nil {
-		if f, ok := toFloat(rv); ok && !math.IsInf(f, 0) && !math.IsNaN(f) {
+		if f, ok := finite(rv); ok {
 			c.reserved = f
 		} else {
-			c.badReserved = fmt.Sprintf("invalid %s %s", keyReserved, show(rv))
+			c.reservedProblem = problemReserved
 		}
 	}
 	c.thinSupport = truthy(caps[keyThin])
-	c.ratio, c.badRatio = poolRatio(caps[keyRatio], &c, g)
+	c.ratio, c.ratioProblem = poolRatio(caps, &c, g)
 	return c
 }
 
 // poolRatio is calculate_max_over_subscription_ratio: 1 without thin support or with an
-// infinite/unknown total or free; else the pool's value v, falling back to the global one
-// when v is falsy (0, null, "", missing); "auto" derives it from usage.
-func poolRatio(v any, c *capacity, g ratioConfig) (float64, string) {
-	if !c.thinSupport || c.total.kind == capInfinite || c.free.kind == capInfinite {
-		return 1, ""
+// infinite/unknown total or free; else the pool's value, falling back to the global one when
+// the pool's is falsy (0, null, "", missing); "auto" derives it from usage.
+func poolRatio(caps basalt.Capabilities, c *capacity, g ratioConfig) (float64, problem) {
+	if !c.thinSupport || c.totalKind == capInfinite || c.freeKind == capInfinite {
+		return 1, noProblem
 	}
+	v := caps[keyRatio]
 	if !truthy(v) {
 		switch {
 		case g.auto:
 			v = "auto"
 		case g.ratio != 0:
-			v = g.ratio
+			return g.ratio, noProblem
 		default:
-			v = DefaultMaxOverSubscriptionRatio
+			return DefaultMaxOverSubscriptionRatio, noProblem
 		}
 	}
 	if v == "auto" {
 		if !c.provNonZero {
-			return DefaultMaxOverSubscriptionRatio, ""
+			return DefaultMaxOverSubscriptionRatio, noProblem
 		}
-		if c.badProvisioned != "" {
-			return 0, c.badProvisioned
+		if c.provProblem != noProblem {
+			return 0, c.provProblem
 		}
-		if c.total.kind != capNumber || c.free.kind != capNumber {
-			// Cinder raises TypeError on total - free (free null, say).
-			return 0, fmt.Sprintf("max_over_subscription_ratio auto needs numeric %s and %s", keyTotal, keyFree)
+		if c.totalKind != capNumber || c.freeKind != capNumber {
+			return 0, problemAuto // Cinder raises TypeError on total - free (free null, say)
 		}
-		used := c.total.f - c.free.f
+		used := c.total - c.free
 		if used+1 == 0 {
 			// Cinder divides by zero; a report with free = total + 1 says nothing is used.
-			return DefaultMaxOverSubscriptionRatio, ""
+			return DefaultMaxOverSubscriptionRatio, noProblem
 		}
-		return 1 + c.provisioned/(used+1), ""
+		return 1 + c.provisioned/(used+1), noProblem
 	}
-	f, ok := toFloat(v)
-	if !ok || math.IsInf(f, 0) || math.IsNaN(f) {
-		return 0, fmt.Sprintf("invalid %s %s", keyRatio, show(v))
+	f, ok := finite(v)
+	if !ok {
+		return 0, problemRatio
 	}
-	return f, ""
+	return f, noProblem
 }
 
-// usable reports why the factors cannot be computed for a request (thin or not), or "" when
-// they can: Cinder reads total, reserved and provisioned, the ratio on the thin path and the
-// reported free on the thick one, and raises where one of them is unreadable.
-func (c *capacity) unusable(thin bool) string {
+// unusable reports why the factors cannot be computed for a thin or thick request: Cinder
+// reads total, reserved and provisioned, the ratio on the thin path and the reported free on
+// the thick one, and raises where one of them is unreadable.
+func (c *capacity) unusable(thin bool) problem {
 	switch {
-	case c.total.kind == capNull:
-		return "total capacity unknown (null)"
-	case c.total.kind == capInvalid:
-		return fmt.Sprintf("invalid %s %s", keyTotal, show(c.total.raw))
-	case c.badReserved != "":
-		return c.badReserved
-	case c.badProvisioned != "":
-		return c.badProvisioned
+	case c.totalKind == capNull:
+		return problemNullTotal
+	case c.totalKind == capInvalid:
+		return problemTotal
+	case c.reservedProblem != noProblem:
+		return c.reservedProblem
+	case c.provProblem != noProblem:
+		return c.provProblem
 	}
 	if thin && c.thinSupport {
-		return c.badRatio
+		return c.ratioProblem
 	}
-	switch c.free.kind {
+	switch c.freeKind {
 	case capNull:
-		return "free capacity unknown (null)"
+		return problemNullFree
 	case capInvalid:
-		return fmt.Sprintf("invalid %s %s", keyFree, show(c.free.raw))
+		return problemFree
 	}
-	return ""
+	return noProblem
 }
 
 // factors are the parts of sched_utils.calculate_capacity_factors the scheduler uses.
 type factors struct {
 	totalAvailable float64 // rounded to 2 decimals
 	virtualFree    float64 // rounded to 2 decimals
-	thin           bool    // thin arithmetic applied (thin request on a thin-capable pool)
 }
 
 // capacityFactors is calculate_capacity_factors for a pool whose total and free are numbers.
 // ratio is the ratio Cinder passes in (the pool's when thin-capable, else 1).
 func (c *capacity) capacityFactors(thin bool, ratio float64) factors {
-	total := c.total.f
+	total := c.total
 	reserved := c.reserved / 100
 	reservedCap := math.Floor(float64(total * reserved))
 	trAvail := total - reservedCap
@@ -218,11 +258,11 @@ func (c *capacity) capacityFactors(thin bool, ratio float64) factors {
 	} else {
 		avail = trAvail
 		vfree = avail - c.provisioned
-		if c.free.f < vfree {
-			vfree = c.free.f
+		if c.free < vfree {
+			vfree = c.free
 		}
 	}
-	return factors{totalAvailable: round2(avail), virtualFree: round2(vfree), thin: thin}
+	return factors{totalAvailable: round2(avail), virtualFree: round2(vfree)}
 }
 
 // CapacityFilter passes pools with room for the request, with Cinder's exact arithmetic
@@ -245,40 +285,35 @@ func (CapacityFilter) Name() string { return "CapacityFilter" }
 // Fits reports whether p has capacity for r.SizeGB (the growth, for an extend).
 func (f CapacityFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
 	q := newQuery(r, ratioConfig{f.MaxOverSubscriptionRatio, f.AutoOverSubscription})
-	v := poolView{p: p}
-	return f.fits(q, &v)
+	return f.fits(q, p, new(poolView))
 }
 
-func (CapacityFilter) fits(q *query, v *poolView) (bool, string) {
+func (CapacityFilter) fits(q *query, p *basalt.Pool, v *poolView) (bool, string) {
 	requested := q.requested
 	if requested == 0 {
 		return true, "" // a manage request, or an extend by nothing
 	}
-	c := v.capacity(q)
+	c := v.capacity(q, p)
 	switch {
-	case c.free.kind == capNull:
+	case c.freeKind == capNull:
 		return false, "free capacity unknown (null)"
-	case c.badReserved != "":
-		return false, c.badReserved
-	case c.free.kind == capInfinite:
+	case c.reservedProblem != noProblem:
+		return false, c.reservedProblem.reason(p.Capabilities)
+	case c.freeKind == capInfinite:
 		return true, ""
-	case c.total.kind == capInfinite:
+	case c.totalKind == capInfinite:
 		if c.reserved/100 == 0 {
 			return true, ""
 		}
-		return false, fmt.Sprintf("total capacity %s with %s%% reserved", c.total.raw, num(c.reserved))
-	case c.total.kind == capNumber && c.total.f <= 0:
-		return false, fmt.Sprintf("total capacity %s GiB", num(c.total.f))
+		return false, fmt.Sprintf("total capacity %s with %s%% reserved", p.Capabilities[keyTotal], num(c.reserved))
+	case c.totalKind == capNumber && c.total <= 0:
+		return false, "total capacity " + num(c.total) + " GiB"
 	}
-	if why := c.unusable(q.thin); why != "" {
-		return false, why
+	if pr := c.unusable(q.thin); pr != noProblem {
+		return false, pr.reason(p.Capabilities)
 	}
 	thin := q.thin && c.thinSupport
-	ratio := 1.0
-	if c.thinSupport {
-		ratio = c.ratio
-	}
-	fs := c.capacityFactors(q.thin, ratio)
+	fs := v.factors(q, p)
 	if thin && c.ratio >= 1 {
 		if fs.totalAvailable == 0 {
 			// Cinder divides by zero here.
@@ -290,26 +325,24 @@ func (CapacityFilter) fits(q *query, v *poolView) (bool, string) {
 				weight(provRatio), num(c.provisioned), num(requested), num(fs.totalAvailable), num(c.ratio))
 		}
 	} else if thin {
-		return false, fmt.Sprintf("max_over_subscription_ratio %s < 1", num(c.ratio))
+		return false, "max_over_subscription_ratio " + num(c.ratio) + " < 1"
 	}
 	if fs.virtualFree < requested {
-		return false, fmt.Sprintf("%s GiB virtual free < %s GiB requested", num(fs.virtualFree), num(requested))
+		var buf [80]byte
+		b := strconv.AppendFloat(buf[:0], fs.virtualFree, 'f', -1, 64)
+		return false, string(append(b, q.shortSuffix...))
 	}
 	return true, ""
 }
 
 // limit is Candidate.Limit for a pool that passed CapacityFilter (see Candidate).
-func (CapacityFilter) limit(q *query, v *poolView) float64 {
-	c := v.capacity(q)
-	if q.requested == 0 || c.free.kind == capInfinite || c.total.kind == capInfinite || c.unusable(q.thin) != "" {
+func (CapacityFilter) limit(q *query, p *basalt.Pool, v *poolView) float64 {
+	c := v.capacity(q, p)
+	if q.requested == 0 || c.freeKind == capInfinite || c.totalKind == capInfinite || c.unusable(q.thin) != noProblem {
 		return math.Inf(1)
 	}
 	thin := q.thin && c.thinSupport
-	ratio := 1.0
-	if c.thinSupport {
-		ratio = c.ratio
-	}
-	fs := c.capacityFactors(q.thin, ratio)
+	fs := v.factors(q, p)
 	lim := c.provisioned + fs.virtualFree
 	if thin {
 		lim = math.Min(lim, float64(c.ratio*fs.totalAvailable))
@@ -339,20 +372,19 @@ func (CapacityWeigher) Name() string { return "CapacityWeigher" }
 // Weigh returns p's raw virtual free capacity in GiB.
 func (w CapacityWeigher) Weigh(r *Request, p *basalt.Pool) float64 {
 	q := newQuery(r, ratioConfig{w.MaxOverSubscriptionRatio, w.AutoOverSubscription})
-	v := poolView{p: p}
-	return w.weigh(q, &v)
+	return w.weigh(q, p, new(poolView))
 }
 
-func (w CapacityWeigher) weigh(q *query, v *poolView) float64 {
-	c := v.capacity(q)
-	if c.free.kind == capInfinite || c.total.kind == capInfinite || c.unusable(q.thin) != "" {
+func (w CapacityWeigher) weigh(q *query, p *basalt.Pool, v *poolView) float64 {
+	c := v.capacity(q, p)
+	if c.freeKind == capInfinite || c.totalKind == capInfinite || c.unusable(q.thin) != noProblem {
 		// infinite/unknown as Cinder; null and unreadable values, where Cinder raises, alike.
 		if w.Multiplier > 0 {
 			return -1
 		}
 		return math.Inf(1)
 	}
-	return c.capacityFactors(q.thin, c.ratio).virtualFree
+	return v.factors(q, p).virtualFree
 }
 
 // adjust replaces infinite raw weights as CapacityWeigher.weigh_objects does, given the
@@ -396,25 +428,25 @@ func (AllocatedCapacityWeigher) Name() string { return "AllocatedCapacityWeigher
 
 // Weigh returns p's allocated_capacity_gb.
 func (AllocatedCapacityWeigher) Weigh(_ *Request, p *basalt.Pool) float64 {
-	if c := readCap(p.Capabilities, keyAllocated); c.kind == capNumber {
-		return c.f
+	if kind, f := readCap(p.Capabilities, keyAllocated); kind == capNumber {
+		return f
 	}
 	return 0
 }
 
-func (w AllocatedCapacityWeigher) weigh(q *query, v *poolView) float64 {
-	return v.capacity(q).allocated
+func (w AllocatedCapacityWeigher) weigh(_ *query, p *basalt.Pool, _ *poolView) float64 {
+	return w.Weigh(nil, p)
 }
 
 // show formats a reported value for a reason.
 func show(v any) string {
 	switch v := v.(type) {
 	case string:
-		return fmt.Sprintf("%q", v)
+		return strconv.Quote(v)
 	case nil:
 		return "null"
 	case float64:
 		return num(v)
 	}
-	return fmt.Sprintf("%v", v)
+	return fmt.Sprint(v)
 }

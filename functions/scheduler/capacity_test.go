@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 
@@ -140,6 +141,8 @@ func TestCapacityFilter(t *testing.T) {
 		{name: "free not a number, thick", caps: caps(keyTotal, 100.0, keyFree, "lots"), size: 1, reason: `invalid free_capacity_gb "lots"`},
 		{name: "free not a number is unused on the thin path", caps: thin(keyTotal, 100.0, keyFree, "lots"), size: 1, want: true},
 		{name: "numeric strings (Cinder raises on free)", caps: caps(keyTotal, "100", keyFree, "50", keyReserved, "10"), size: 50, want: true},
+		{name: "Go ints and json.Number are numbers", caps: caps(keyTotal, 100, keyFree, json.Number("50"), keyReserved, int64(10)), size: 51,
+			reason: "50 GiB virtual free < 51 GiB requested"},
 		{name: "reserved null counts as 0", caps: caps(keyTotal, 100.0, keyFree, 100.0, keyReserved, nil), size: 100, want: true},
 		{name: "provisioned null counts as allocated", caps: caps(keyTotal, 100.0, keyFree, 100.0, keyAllocated, 60.0, keyProvisioned, nil), size: 41,
 			reason: "40 GiB virtual free < 41 GiB requested"},
@@ -250,7 +253,7 @@ func TestLimitAgreesWithFilter(t *testing.T) {
 		}
 		// A request of the headroom the limit leaves (rounded down) passes the filter; one
 		// GiB more fails it.
-		room := int(math.Floor(lim - prov))
+		room := int(math.Floor(lim - prov + 1e-9)) // lim - prov may land just below an integer
 		if room >= 1 {
 			if ok, why := (CapacityFilter{}).Fits(&Request{SizeGB: room, Type: r.Type}, &pools[0]); !ok {
 				t.Errorf("Fits(%v, size %d) = false (%s), but Limit %v leaves room", tc.Caps, room, why, lim)

@@ -1,8 +1,8 @@
 package scheduler
 
 import (
-	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/basalt-storage/basalt"
@@ -21,21 +21,19 @@ func (AvailabilityZoneFilter) Name() string { return "AvailabilityZoneFilter" }
 
 // Fits reports whether p's zone is one r asks for.
 func (f AvailabilityZoneFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	q := newQuery(r, ratioConfig{})
-	v := poolView{p: p}
-	return f.fits(q, &v)
+	return f.fits(newQuery(r, ratioConfig{}), p, nil)
 }
 
-func (AvailabilityZoneFilter) fits(q *query, v *poolView) (bool, string) {
-	zone := v.p.Zone
+func (AvailabilityZoneFilter) fits(q *query, p *basalt.Pool, _ *poolView) (bool, string) {
+	zone := p.Zone
 	if len(q.zones) > 0 {
 		if slices.Contains(q.zones, zone) {
 			return true, ""
 		}
-		return false, fmt.Sprintf("zone %q not in type zones [%s]", zone, strings.Join(q.zones, " "))
+		return false, "zone " + strconv.Quote(zone) + " not in type zones [" + strings.Join(q.zones, " ") + "]"
 	}
 	if q.r.Zone != "" && q.r.Zone != zone {
-		return false, fmt.Sprintf("zone %q != requested zone %q", zone, q.r.Zone)
+		return false, "zone " + strconv.Quote(zone) + " != requested zone " + strconv.Quote(q.r.Zone)
 	}
 	return true, ""
 }
@@ -54,15 +52,13 @@ func (IgnoreAttemptedHostsFilter) Name() string { return "IgnoreAttemptedHostsFi
 
 // Fits reports whether p has not been attempted for r.
 func (f IgnoreAttemptedHostsFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	q := newQuery(r, ratioConfig{})
-	v := poolView{p: p}
-	return f.fits(q, &v)
+	return f.fits(newQuery(r, ratioConfig{}), p, nil)
 }
 
-func (IgnoreAttemptedHostsFilter) fits(q *query, v *poolView) (bool, string) {
+func (IgnoreAttemptedHostsFilter) fits(q *query, p *basalt.Pool, _ *poolView) (bool, string) {
 	for _, a := range q.r.Attempted {
-		if a == v.p.Name || a == v.p.Backend && !strings.Contains(a, "#") {
-			return false, fmt.Sprintf("%s already attempted", a)
+		if a == p.Name || a == p.Backend && !strings.Contains(a, "#") {
+			return false, a + " already attempted"
 		}
 	}
 	return true, ""

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -27,20 +28,47 @@ func truthy(v any) bool {
 		return len(v) > 0
 	case map[string]string:
 		return len(v) > 0
-	default:
-		return true
 	}
+	if f, ok := number(v); ok {
+		return f != 0
+	}
+	return true
+}
+
+// number returns v as a float64 when it is a Go number. JSON decoding gives float64; other
+// numeric types and json.Number are accepted too, so that pools built in Go code work alike.
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case float32:
+		return float64(n), true
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case int32:
+		return float64(n), true
+	case uint:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case uint32:
+		return float64(n), true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
 }
 
 // isZero reports whether v == 0 in Python: numbers equal to zero and False.
 func isZero(v any) bool {
-	switch v := v.(type) {
-	case float64:
-		return v == 0
-	case bool:
-		return !v
+	if b, ok := v.(bool); ok {
+		return !b
 	}
-	return false
+	f, ok := number(v)
+	return ok && f == 0
 }
 
 // pyFloat parses s as Python's float(str) does: surrounding whitespace ignored, an optional
@@ -48,6 +76,9 @@ func isZero(v any) bool {
 // inf, infinity and nan in any case. Hexadecimal forms, which Go accepts and Python does not,
 // are refused. ok is false where Python raises ValueError.
 func pyFloat(s string) (f float64, ok bool) {
+	if f, ok := simpleDecimal(s); ok {
+		return f, true
+	}
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, false
@@ -95,14 +126,47 @@ func pyFloat(s string) (f float64, ok bool) {
 	return f, true
 }
 
+// simpleDecimal parses the common case, digits with at most one '.' and at most 15 digits
+// in all ("20.0"), exactly as ParseFloat does: the digits as an integer below 2^53 divided
+// by an exact power of ten is one correctly rounded IEEE division.
+func simpleDecimal(s string) (float64, bool) {
+	if len(s) == 0 || len(s) > 16 {
+		return 0, false
+	}
+	var mant uint64
+	digits, frac := 0, -1
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.' && frac < 0:
+			frac = 0
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if frac >= 0 {
+				frac++
+			}
+		default:
+			return 0, false
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return 0, false
+	}
+	if frac <= 0 {
+		return float64(mant), true
+	}
+	return float64(mant) / math.Pow10(frac), true // exact powers up to 1e22
+}
+
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // toFloat is Python's float(v) for a JSON-decoded value. ok is false where Python raises
 // (ValueError for a non-numeric string, TypeError for None, lists and dicts).
 func toFloat(v any) (f float64, ok bool) {
+	if f, ok := number(v); ok {
+		return f, true
+	}
 	switch v := v.(type) {
-	case float64:
-		return v, true
 	case bool:
 		if v {
 			return 1, true
@@ -153,10 +217,9 @@ func boolFromString(v any) bool {
 		return v
 	case string:
 		s = v
-	case float64:
-		return v == 1
 	default:
-		return false // str() of None, a list or a dict is never in the true list
+		f, ok := number(v)
+		return ok && f == 1 // str() of None, a list or a dict is never in the true list
 	}
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "1", "t", "true", "on", "y", "yes":

@@ -18,13 +18,15 @@ func (VolumeNumberWeigher) Name() string { return "VolumeNumberWeigher" }
 
 // Weigh returns p's total_volumes.
 func (VolumeNumberWeigher) Weigh(_ *Request, p *basalt.Pool) float64 {
-	if c := readCap(p.Capabilities, keyVolumes); c.kind == capNumber {
-		return c.f
+	if kind, f := readCap(p.Capabilities, keyVolumes); kind == capNumber {
+		return f
 	}
 	return 0
 }
 
-func (w VolumeNumberWeigher) weigh(_ *query, v *poolView) float64 { return w.Weigh(nil, v.p) }
+func (w VolumeNumberWeigher) weigh(_ *query, p *basalt.Pool, _ *poolView) float64 {
+	return w.Weigh(nil, p)
+}
 
 // ChanceWeigher gives each pool a random weight in [0,1), as Cinder's random.random(), but
 // drawn from a PCG generator seeded with hashes of the request id and the pool name: the same
@@ -45,7 +47,9 @@ func (ChanceWeigher) Weigh(r *Request, p *basalt.Pool) float64 {
 	return chance(fnv64(id), p.Name)
 }
 
-func (ChanceWeigher) weigh(q *query, v *poolView) float64 { return chance(q.idHash, v.p.Name) }
+func (ChanceWeigher) weigh(q *query, p *basalt.Pool, _ *poolView) float64 {
+	return chance(q.idHash, p.Name)
+}
 
 func chance(idHash uint64, pool string) float64 {
 	var g rand.PCG

@@ -5,7 +5,7 @@ Usage: python3 testdata/cindergen.py CINDER_CHECKOUT [SCALE] | gzip -9n > testda
 
 It loads the scheduler modules of a Cinder checkout (read for commit ab09bc39dbcd) with the
 few OpenStack libraries they import replaced by minimal stand-ins (logging, config, stevedore
-and oslo.utils' bool_from_string, copied), runs CapacityFilter, CapabilitiesFilter,
+and oslo.utils' bool_from_string), runs CapacityFilter, CapabilitiesFilter,
 AvailabilityZoneFilter and the capacity weighers on seeded random pools, and records what
 Cinder decided, or that it raised. TestCinderGolden replays every case.
 """
@@ -14,7 +14,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import types
 
 SRC = sys.argv[1]
@@ -56,20 +55,18 @@ oslo_config.cfg = cfg
 sys.modules["oslo_config"] = oslo_config
 sys.modules["oslo_config.cfg"] = cfg
 
-TRUE_STRINGS = ('1', 't', 'true', 'on', 'y', 'yes')
-FALSE_STRINGS = ('0', 'f', 'false', 'off', 'n', 'no')
-
-def bool_from_string(subject, strict=False, default=False):  # oslo_utils.strutils
+def bool_from_string(subject, strict=False, default=False):
+    """Stand-in for oslo_utils.strutils.bool_from_string, as its documentation describes it:
+    a bool is itself; anything else, as a trimmed lower-case string, is True for
+    1/t/true/on/y/yes, False for 0/f/false/off/n/no, else the default (strict raises)."""
     if isinstance(subject, bool):
         return subject
-    if not isinstance(subject, str):
-        subject = str(subject)
-    lowered = subject.strip().lower()
-    if lowered in TRUE_STRINGS:
+    word = str(subject).strip().lower()
+    if word in {"1", "t", "true", "on", "y", "yes"}:
         return True
-    elif lowered in FALSE_STRINGS:
+    if word in {"0", "f", "false", "off", "n", "no"}:
         return False
-    elif strict:
+    if strict:
         raise ValueError(subject)
     return default
 
