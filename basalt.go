@@ -37,6 +37,7 @@ const (
 	StatusMaintenance   VolumeStatus = "maintenance"
 	StatusErrorRestore  VolumeStatus = "error_restoring"
 	StatusErrorManaging VolumeStatus = "error_managing"
+	StatusReverting     VolumeStatus = "reverting"
 )
 
 // AllVolumeStatuses lists every status an admin may set with os-reset_status.
@@ -50,7 +51,7 @@ var AllVolumeStatuses = []VolumeStatus{
 // such a status always has an operation record with a deadline.
 func (s VolumeStatus) Transitional() bool {
 	switch s {
-	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending:
+	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending, StatusReverting:
 		return true
 	}
 	return false
@@ -92,6 +93,13 @@ type Volume struct {
 	Multiattach      bool              `json:"multiattach"`
 	CreatedAt        time.Time         `json:"created_at"`
 	UpdatedAt        *time.Time        `json:"updated_at"`
+	// ReadOnly is the admin metadata flag set by os-update_readonly_flag.
+	ReadOnly bool `json:"readonly,omitempty"`
+	// PreviousStatus is the status to return to when an extend cannot be placed.
+	PreviousStatus VolumeStatus `json:"previous_status,omitempty"`
+	// Snapshots counts the volume's snapshots (in any status). It is changed in the same
+	// compare-and-set as the snapshot records, so a delete never races a snapshot create.
+	Snapshots int `json:"snapshots,omitempty"`
 	// OpID is the operation currently holding the volume in a transitional status, if any.
 	OpID string `json:"op_id,omitempty"`
 	// StatusReason says why the volume is in an error status.
@@ -190,6 +198,10 @@ const (
 	EventScheduleNoBackend = "VOLUME_VOLUME_001_003" // schedule allocate volume: no backend available
 	EventCreateDriverError = "VOLUME_VOLUME_001_012" // driver failed to create the volume
 	EventUnknownError      = "VOLUME_VOLUME_001_001"
+	EventExtendNoBackend   = "VOLUME_VOLUME_007_003" // extend volume: no backend available
+	EventExtendDriverError = "VOLUME_VOLUME_007_010" // driver failed to extend the volume
+	EventSnapshotNoBackend = "VOLUME_VOLUME_SNAPSHOT_009_003"
+	EventSnapshotError     = "VOLUME_VOLUME_SNAPSHOT_009_013" // snapshot create error
 )
 
 // Operation states.
@@ -203,16 +215,57 @@ const (
 // end. The reconciler drives an operation past its deadline to a final state with a reason, so
 // no volume waits forever.
 type Operation struct {
-	ID        string    `json:"id"`
-	Kind      string    `json:"kind"`
-	VolumeID  string    `json:"volume_id"`
-	ProjectID string    `json:"project_id"`
-	RequestID string    `json:"request_id"`
-	State     string    `json:"state"`
-	Owner     string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
-	Attempts  int       `json:"attempts"`
-	Deadline  time.Time `json:"deadline"`
-	Reason    string    `json:"reason,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	VolumeID string `json:"volume_id"`
+	// SnapshotID is set for snapshot operations.
+	SnapshotID string    `json:"snapshot_id,omitempty"`
+	ProjectID  string    `json:"project_id"`
+	RequestID  string    `json:"request_id"`
+	State      string    `json:"state"`
+	Owner      string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
+	Attempts   int       `json:"attempts"`
+	Deadline   time.Time `json:"deadline"`
+	Reason     string    `json:"reason,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
+
+// SnapshotStatus is the status of a snapshot.
+type SnapshotStatus string
+
+// Snapshot statuses.
+const (
+	SnapCreating      SnapshotStatus = "creating"
+	SnapAvailable     SnapshotStatus = "available"
+	SnapDeleting      SnapshotStatus = "deleting"
+	SnapError         SnapshotStatus = "error"
+	SnapErrorDeleting SnapshotStatus = "error_deleting"
+	SnapRestoring     SnapshotStatus = "restoring"
+)
+
+// AllSnapshotStatuses lists every status an admin may set with os-reset_status.
+var AllSnapshotStatuses = []SnapshotStatus{SnapCreating, SnapAvailable, SnapDeleting, SnapError,
+	SnapErrorDeleting, SnapRestoring}
+
+// A Snapshot is a point-in-time copy of a volume, kept on the volume's backend.
+type Snapshot struct {
+	ID          string            `json:"id"`
+	ProjectID   string            `json:"project_id"`
+	UserID      string            `json:"user_id"`
+	VolumeID    string            `json:"volume_id"`
+	Name        *string           `json:"name"`
+	Description *string           `json:"description"`
+	Size        int               `json:"size"`
+	Status      SnapshotStatus    `json:"status"`
+	Metadata    map[string]string `json:"metadata"`
+	// Host is the pool (host@backend#pool) of the volume when the snapshot was taken.
+	Host         string     `json:"host"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    *time.Time `json:"updated_at"`
+	OpID         string     `json:"op_id,omitempty"`
+	StatusReason string     `json:"status_reason,omitempty"`
+}
+
+// Backend returns the host@backend part of the snapshot's pool.
+func (s *Snapshot) Backend() string { b, _, _ := strings.Cut(s.Host, "#"); return b }

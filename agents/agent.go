@@ -164,6 +164,7 @@ func (a *Agent) accept(ctx context.Context, b *backend, msg *message.Message) er
 	if !fresh {
 		return nil // already accepted (a redelivery); the journal entry runs it
 	}
+	a.logger.Debug("command accepted", "kind", cmd.Kind, "op_id", cmd.OpID, "backend", b.name)
 	a.start(ctx, b, cmd)
 	return nil
 }
@@ -197,6 +198,7 @@ func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
 			return // stays journaled; the next start runs it
 		}
 		if a.ended(ctx, cmd.OpID) {
+			a.logger.Info("command skipped: its operation already ended", "op_id", cmd.OpID, "kind", cmd.Kind)
 			// A stale redelivery: the operation ended while this command waited.
 			a.rdb.HDel(ctx, JournalKey(b.name), cmd.OpID)
 			<-b.slots
@@ -241,23 +243,11 @@ func (a *Agent) execute(ctx context.Context, b *backend, cmd events.Command) eve
 			return res
 		}
 	}
-	var err error
-	switch cmd.Kind {
-	case events.KindCreateVolume:
-		err = b.driver.CreateVolume(ctx, cmd.Volume)
-		res.Reschedule = err != nil
-		res.Command, res.Attempted = &cmd, cmd.Attempted
-	case events.KindDeleteVolume:
-		err = b.driver.DeleteVolume(ctx, cmd.VolumeID)
-	case events.KindExtendVolume:
-		ext, ok := b.driver.(drivers.Extender)
-		if !ok {
-			err = basalt.Errorf(basalt.EINVALID, "the %s driver cannot extend volumes", b.cfg.Driver)
-		} else {
-			err = ext.ExtendVolume(ctx, cmd.VolumeID, cmd.Volume.SizeGB)
-		}
-	default:
-		err = fmt.Errorf("unknown command kind %q", cmd.Kind)
+	res.SnapshotID, res.Command, res.Attempted = cmd.SnapshotID, &cmd, cmd.Attempted
+	err := a.call(ctx, b, cmd)
+	if cmd.Kind == events.KindCreateVolume {
+		// A blank volume may be placed elsewhere; a copy must be made where its source is.
+		res.Reschedule = err != nil && cmd.SnapshotID == "" && cmd.SourceVolumeID == ""
 	}
 	res.OK = err == nil
 	if err != nil {
@@ -267,6 +257,59 @@ func (a *Agent) execute(ctx context.Context, b *backend, cmd events.Command) eve
 		log.Info("driver call done", "kind", cmd.Kind, "duration", time.Since(start))
 	}
 	return res
+}
+
+// call runs the driver call of one command.
+func (a *Agent) call(ctx context.Context, b *backend, cmd events.Command) error {
+	d := b.driver
+	cannot := func(what string) error {
+		return basalt.Errorf(basalt.EINVALID, "the %s driver of %s cannot %s", b.cfg.Driver, b.name, what)
+	}
+	snap, canSnap := d.(drivers.Snapshotter)
+	switch cmd.Kind {
+	case events.KindCreateVolume:
+		cl, ok := d.(drivers.Cloner)
+		switch {
+		case cmd.SnapshotID != "" && ok:
+			return cl.CreateVolumeFromSnapshot(ctx, cmd.Volume, cmd.SnapshotID)
+		case cmd.SourceVolumeID != "" && ok:
+			return cl.CloneVolume(ctx, cmd.Volume, cmd.SourceVolumeID)
+		case cmd.SnapshotID != "" || cmd.SourceVolumeID != "":
+			return cannot("clone volumes")
+		}
+		return d.CreateVolume(ctx, cmd.Volume)
+	case events.KindDeleteVolume:
+		for _, id := range cmd.Snapshots {
+			if !canSnap {
+				return cannot("delete snapshots")
+			}
+			if err := snap.DeleteSnapshot(ctx, id); err != nil {
+				return fmt.Errorf("delete snapshot %s: %w", id, err)
+			}
+		}
+		return d.DeleteVolume(ctx, cmd.VolumeID)
+	case events.KindExtendVolume:
+		if ext, ok := d.(drivers.Extender); ok {
+			return ext.ExtendVolume(ctx, cmd.VolumeID, cmd.Volume.SizeGB)
+		}
+		return cannot("extend volumes")
+	case events.KindCreateSnapshot:
+		if canSnap {
+			return snap.CreateSnapshot(ctx, cmd.VolumeID, cmd.SnapshotID)
+		}
+		return cannot("take snapshots")
+	case events.KindDeleteSnapshot:
+		if canSnap {
+			return snap.DeleteSnapshot(ctx, cmd.SnapshotID)
+		}
+		return cannot("delete snapshots")
+	case events.KindRevert:
+		if rv, ok := d.(drivers.Reverter); ok {
+			return rv.RevertToSnapshot(ctx, cmd.VolumeID, cmd.SnapshotID)
+		}
+		return cannot("revert volumes")
+	}
+	return fmt.Errorf("unknown command kind %q", cmd.Kind)
 }
 
 // finish publishes the result and clears the journal entry, retrying while Redis is away.

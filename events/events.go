@@ -21,9 +21,12 @@ func BackendTopic(backend string) string { return "basalt.volume." + backend }
 
 // Command kinds.
 const (
-	KindCreateVolume = "create_volume"
-	KindDeleteVolume = "delete_volume"
-	KindExtendVolume = "extend_volume"
+	KindCreateVolume   = "create_volume"
+	KindDeleteVolume   = "delete_volume"
+	KindExtendVolume   = "extend_volume"
+	KindCreateSnapshot = "create_snapshot"
+	KindDeleteSnapshot = "delete_snapshot"
+	KindRevert         = "revert_to_snapshot"
 )
 
 // A Command asks for work on one volume. OpID identifies the operation across redeliveries:
@@ -40,6 +43,17 @@ type Command struct {
 	Backend string `json:"backend,omitempty"`
 	// Attempted lists the backends already tried for this operation (rescheduling).
 	Attempted []string `json:"attempted,omitempty"`
+	// SnapshotID is the snapshot created, deleted or reverted to, or the source of a volume.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// SourceVolumeID is the volume a clone copies.
+	SourceVolumeID string `json:"source_volume_id,omitempty"`
+	// SourcePool restricts placement to one pool (host@backend#pool): the pool of the source
+	// of a clone or a volume from a snapshot, or the volume's own pool for an extend.
+	SourcePool string `json:"source_pool,omitempty"`
+	// OldSizeGB is the size before an extend; Volume.SizeGB is the new size.
+	OldSizeGB int `json:"old_size_gb,omitempty"`
+	// Snapshots lists snapshots to delete before the volume (a cascade delete).
+	Snapshots []string `json:"snapshots,omitempty"`
 }
 
 // A Result is the outcome of a command, published by the agent (or the scheduler).
@@ -48,7 +62,9 @@ type Result struct {
 	RequestID string `json:"request_id"`
 	Kind      string `json:"kind"`
 	VolumeID  string `json:"volume_id"`
-	Backend   string `json:"backend,omitempty"`
+	// SnapshotID is the snapshot of a snapshot command.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	Backend    string `json:"backend,omitempty"`
 	// Host is host@backend#pool for a placed create.
 	Host string `json:"host,omitempty"`
 	OK   bool   `json:"ok"`
@@ -58,6 +74,6 @@ type Result struct {
 	Reschedule bool `json:"reschedule,omitempty"`
 	// Attempted carries the backends tried so far, for rescheduling.
 	Attempted []string `json:"attempted,omitempty"`
-	// Command is the original command, for rescheduling.
+	// Command is the original command (for rescheduling, and what a cascade deleted).
 	Command *Command `json:"command,omitempty"`
 }

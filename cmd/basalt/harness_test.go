@@ -131,6 +131,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"BASALT_RECONCILE_INTERVAL=500ms",
 		"BASALT_CLAIM_TIMEOUT=2s",
 		"BASALT_LOG_LEVEL=info",
+		// Tests create many volumes per project; quota tests set their own limits.
+		"BASALT_QUOTA_VOLUMES=-1", "BASALT_QUOTA_GIGABYTES=-1", "BASALT_QUOTA_SNAPSHOTS=-1",
 	}, o.env...)
 	t.Cleanup(func() {
 		for _, p := range s.procs {

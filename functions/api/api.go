@@ -28,7 +28,7 @@ import (
 // behaviour up to it is implemented.
 var (
 	MinVersion = Version{3, 0}
-	MaxVersion = Version{3, 5}
+	MaxVersion = Version{3, 42}
 )
 
 // A Version is a microversion 3.N.
@@ -99,7 +99,12 @@ func New(plane *control.Plane, logger *slog.Logger) *Server {
 	s.registerTypes()
 	s.registerServices()
 	s.registerMessages()
-	s.handler = s.middleware(http.HandlerFunc(s.route))
+	s.registerSnapshots()
+	s.registerCompat()
+	s.registerMetadata("volumes", "volume", metadataStore{get: s.plane.VolumeMetadata,
+		set: s.plane.SetVolumeMetadata, del: s.plane.DeleteVolumeMetadata})
+	s.registerQuotas()
+	s.handler = s.middleware(s.idempotent(http.HandlerFunc(s.route)))
 	return s
 }
 
@@ -116,7 +121,13 @@ var collections = map[string]bool{
 	"os-availability-zone": true, "messages": true, "snapshots": true, "attachments": true,
 	"backups": true, "limits": true, "os-quota-sets": true, "qos-specs": true, "extensions": true,
 	"os-deadletters": true, "scheduler-explain": true, "openapi.json": true, "openapi.yaml": true,
-	"os-volume-transfer": true, "groups": true, "clusters": true, "workers": true, "resource_filters": true,
+	"resource_filters": true,
+}
+
+// isCollection reports whether seg names a collection (served or not).
+func isCollection(seg string) bool {
+	_, ok := unimplemented[seg]
+	return ok || collections[seg]
 }
 
 var requestIDRE = regexp.MustCompile(`^req-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -190,7 +201,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// Optional project segment: /v3/{project_id}/<collection>...
 		rest := strings.TrimPrefix(path, "/v3/")
 		seg, tail, _ := strings.Cut(rest, "/")
-		if seg != "" && !collections[seg] {
+		if seg != "" && !isCollection(seg) {
 			if seg != project {
 				writeFault(rec, http.StatusBadRequest, "Malformed request url")
 				return
@@ -244,6 +255,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		!(pattern == "GET /" && r.URL.Path != "/") &&
 		!(pattern == "GET /v3/" && r.URL.Path != "/v3/")
 	if !matched {
+		seg, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v3/"), "/")
+		if what, ok := unimplemented[seg]; ok && strings.HasPrefix(r.URL.Path, "/v3/") {
+			notImplemented(w, what)
+			return
+		}
 		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
 			if m == r.Method {
 				continue

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
@@ -22,6 +23,7 @@ type ServiceView struct {
 	ReplicationStatus *string    `json:"replication_status,omitempty"`
 	ActiveBackendID   *string    `json:"active_backend_id,omitempty"`
 	Frozen            *bool      `json:"frozen,omitempty"`
+	Cluster           *string    `json:"cluster"`
 	// Busy counts driver calls in flight at the last heartbeat (a Basalt extension): a busy
 	// backend is still up.
 	Busy int `json:"busy"`
@@ -62,6 +64,21 @@ type ServiceChangeOutput struct {
 type PoolView struct {
 	Name         string              `json:"name"`
 	Capabilities basalt.Capabilities `json:"capabilities,omitempty"`
+}
+
+// PoolListInput lists pools.
+type PoolListInput struct {
+	Detail     string `query:"detail"`
+	Name       string `query:"name"`
+	VolumeType string `query:"volume_type" doc:"pools that satisfy this type's extra specs (3.35)"`
+	raw        url.Values
+}
+
+// Resolve keeps the raw query: other parameters filter on capabilities (3.28).
+func (in *PoolListInput) Resolve(ctx huma.Context) []error {
+	u := ctx.URL()
+	in.raw = u.Query()
+	return nil
 }
 
 // PoolListOutput lists pools.
@@ -145,11 +162,21 @@ func (s *Server) registerServices() {
 
 	huma.Register(s.api, huma.Operation{OperationID: "get-pools", Method: http.MethodGet, Path: "/v3/scheduler-stats/get_pools",
 		Summary: "List the pools the scheduler can place on (admin)", Tags: []string{"scheduler"}},
-		func(ctx context.Context, in *struct {
-			Detail string `query:"detail"`
-			Name   string `query:"name"`
-		}) (*PoolListOutput, error) {
-			pools, err := s.plane.Pools(ctx)
+		func(ctx context.Context, in *PoolListInput) (*PoolListOutput, error) {
+			f := control.PoolFilter{Name: in.Name}
+			ver := info(ctx).version
+			if ver.AtLeast(35) {
+				f.VolumeType = in.VolumeType
+			}
+			if ver.AtLeast(28) {
+				f.Capabilities = map[string]string{}
+				for k, vs := range in.raw {
+					if k != "detail" && k != "name" && k != "volume_type" && len(vs) > 0 {
+						f.Capabilities[k] = vs[0]
+					}
+				}
+			}
+			pools, err := s.plane.Pools(ctx, f)
 			if err != nil {
 				return nil, fault(err)
 			}
@@ -157,9 +184,6 @@ func (s *Server) registerServices() {
 			out := &PoolListOutput{}
 			out.Body.Pools = make([]PoolView, 0, len(pools))
 			for _, p := range pools {
-				if in.Name != "" && p.Name != in.Name {
-					continue
-				}
 				pv := PoolView{Name: p.Name}
 				if detail {
 					pv.Capabilities = basalt.Capabilities{}

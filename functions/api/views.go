@@ -111,6 +111,8 @@ type VolumeView struct {
 	Multiattach        bool               `json:"multiattach"`
 	Attachments        []VolumeAttachment `json:"attachments"`
 	MigrationStatus    *string            `json:"migration_status"`
+	GroupID            *string            `json:"group_id"`
+	ProviderID         *string            `json:"provider_id"`
 	Host               string             `json:"os-vol-host-attr:host,omitempty"`
 	TenantID           string             `json:"os-vol-tenant-attr:tenant_id,omitempty"`
 	// StatusReason says why a volume is in an error status (a Basalt extension).

@@ -153,6 +153,11 @@ type VolumeDeleteInput struct {
 	Force   string `query:"force"`
 }
 
+// ActionOutput answers an action with its status and no body.
+type ActionOutput struct {
+	Status int
+}
+
 // VolumeActionInput is a volume action: a body with exactly one key, the action's name.
 type VolumeActionInput struct {
 	ID   string `path:"volume_id"`
@@ -176,7 +181,7 @@ func deref(s *string) string {
 // listOptions reads the paging, sorting and filter parameters shared by list APIs. Keys in
 // reserved are not filters.
 func listOptions(ctx context.Context, q url.Values) (control.ListOptions, error) {
-	o := control.ListOptions{Filters: map[string]string{}}
+	o := control.ListOptions{Filters: map[string]string{}, Lenient: !info(ctx).version.AtLeast(31)}
 	reserved := map[string]bool{"marker": true, "limit": true, "offset": true, "sort": true,
 		"sort_key": true, "sort_dir": true, "all_tenants": true, "with_count": true}
 	for k, vs := range q {
@@ -318,7 +323,8 @@ func (s *Server) registerVolumes() {
 			if force && !info(ctx).version.AtLeast(23) {
 				force = false
 			}
-			if err := s.plane.DeleteVolume(ctx, in.ID, force); err != nil {
+			cascade, _ := strconv.ParseBool(in.Cascade)
+			if err := s.plane.DeleteVolume(ctx, in.ID, force, cascade); err != nil {
 				return nil, fault(err)
 			}
 			return nil, nil
@@ -326,10 +332,15 @@ func (s *Server) registerVolumes() {
 
 	huma.Register(s.api, huma.Operation{OperationID: "volume-action", Method: http.MethodPost,
 		Path: "/v3/volumes/{volume_id}/action", Summary: "Run an action on a volume",
-		Description: "The body has exactly one key, the action's name. Supported: os-reset_status (admin).",
-		Tags:        volumeTag, DefaultStatus: http.StatusAccepted},
-		func(ctx context.Context, in *VolumeActionInput) (*struct{}, error) {
-			return nil, fault(s.volumeAction(ctx, in))
+		Description: "The body has exactly one key, the action's name. Supported: os-extend, revert (3.40), " +
+			"os-set_bootable (200), os-update_readonly_flag, os-reset_status (admin), os-force_delete (admin).",
+		Tags: volumeTag, DefaultStatus: http.StatusAccepted},
+		func(ctx context.Context, in *VolumeActionInput) (*ActionOutput, error) {
+			status, err := s.volumeAction(ctx, in)
+			if err != nil {
+				return nil, fault(err)
+			}
+			return &ActionOutput{Status: status}, nil
 		})
 }
 
@@ -343,46 +354,130 @@ func (s *Server) listVolumes(ctx context.Context, in *VolumeListInput) ([]*basal
 
 func volumeCreate(in *VolumeCreateInput) (control.VolumeCreate, error) {
 	b := in.Body.Volume
-	if !b.Size.Set {
+	fromSource := deref(b.SnapshotID) != "" || deref(b.SourceVolID) != ""
+	if !b.Size.Set && !fromSource {
 		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute size. Value: None. size is required to create a blank volume.")
 	}
-	if !b.Size.OK {
+	if b.Size.Set && !b.Size.OK {
 		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid volume size provided for create request: %s (size argument must be an integer (or string representation of an integer) and greater than zero).", b.Size.Raw)
+	}
+	if b.Size.Set && b.Size.N <= 0 {
+		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid volume size provided for create request: %d (size argument must be an integer (or string representation of an integer) and greater than zero).", b.Size.N)
 	}
 	if b.Multiattach != nil && *b.Multiattach {
 		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "multiattach parameter has been removed. The default behavior is to use multiattach enabled volume types. Contact your administrator to create a multiattach enabled volume type and use it to create multiattach volumes.")
 	}
-	for name, v := range map[string]*string{"snapshot_id": b.SnapshotID, "source_volid": b.SourceVolID,
-		"imageRef": b.ImageRef, "backup_id": b.BackupID} {
+	for name, v := range map[string]*string{"imageRef": b.ImageRef, "backup_id": b.BackupID} {
 		if v != nil && *v != "" {
 			return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid input received: creating a volume from %s is not supported yet.", name)
 		}
 	}
 	return control.VolumeCreate{Size: b.Size.N, Name: firstNonNil(b.Name, b.DisplayName),
 		Description: firstNonNil(b.Description, b.DisplayDescription), VolumeType: deref(b.VolumeType),
-		AvailabilityZone: deref(b.AvailabilityZone), Metadata: b.Metadata}, nil
+		AvailabilityZone: deref(b.AvailabilityZone), Metadata: b.Metadata,
+		SnapshotID: deref(b.SnapshotID), SourceVolID: deref(b.SourceVolID)}, nil
 }
 
-func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) error {
-	if len(in.Body) != 1 {
-		return basalt.Errorf(basalt.EINVALID, "Malformed request body")
+// action decodes one action's argument. Empty-body actions accept {}, null or "".
+func action[T any](arg any) (T, error) {
+	var a T
+	if arg == nil || arg == "" {
+		return a, nil
 	}
+	return a, remarshal(arg, &a)
+}
+
+// volumeAction runs one volume action and returns the status to answer with.
+func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) (int, error) {
+	if len(in.Body) != 1 {
+		return 0, basalt.Errorf(basalt.EINVALID, "Malformed request body")
+	}
+	ver := info(ctx).version
 	for name, arg := range in.Body {
 		switch name {
 		case "os-reset_status":
-			var a struct {
+			a, err := action[struct {
 				Status       *string `json:"status"`
 				AttachStatus *string `json:"attach_status"`
+			}](arg)
+			if err != nil {
+				return 0, err
 			}
-			if err := remarshal(arg, &a); err != nil {
-				return err
+			return http.StatusAccepted, s.plane.ResetVolumeStatus(ctx, in.ID, a.Status, a.AttachStatus)
+		case "os-extend":
+			a, err := action[struct {
+				NewSize FlexInt `json:"new_size"`
+			}](arg)
+			if err != nil {
+				return 0, err
 			}
-			return s.plane.ResetVolumeStatus(ctx, in.ID, a.Status, a.AttachStatus)
-		default:
-			return basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
+			if !a.NewSize.OK {
+				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute new_size. Value: %s. new_size must be an integer.", a.NewSize.Raw)
+			}
+			return http.StatusAccepted, s.plane.ExtendVolume(ctx, in.ID, a.NewSize.N, ver.AtLeast(42))
+		case "revert":
+			if !ver.AtLeast(40) {
+				break
+			}
+			a, err := action[struct {
+				SnapshotID string `json:"snapshot_id"`
+			}](arg)
+			if err != nil {
+				return 0, err
+			}
+			if a.SnapshotID == "" {
+				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute snapshot_id. Value: None. snapshot_id is required.")
+			}
+			return http.StatusAccepted, s.plane.RevertVolume(ctx, in.ID, a.SnapshotID)
+		case "os-set_bootable":
+			a, err := action[struct {
+				Bootable any `json:"bootable"`
+			}](arg)
+			if err != nil {
+				return 0, err
+			}
+			b, ok := strictBool(a.Bootable)
+			if !ok {
+				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute bootable. Value: %v. It must be a boolean.", a.Bootable)
+			}
+			return http.StatusOK, s.plane.SetBootable(ctx, in.ID, b)
+		case "os-update_readonly_flag":
+			a, err := action[struct {
+				ReadOnly any `json:"readonly"`
+			}](arg)
+			if err != nil {
+				return 0, err
+			}
+			b, ok := strictBool(a.ReadOnly)
+			if !ok {
+				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute readonly. Value: %v. It must be a boolean.", a.ReadOnly)
+			}
+			return http.StatusAccepted, s.plane.SetReadOnly(ctx, in.ID, b)
+		case "os-force_delete":
+			if !callerAdmin(ctx) {
+				return 0, basalt.Errorf(basalt.EFORBIDDEN, "Policy doesn't allow volume_extension:volume_admin_actions:force_delete to be performed.")
+			}
+			return http.StatusAccepted, s.plane.DeleteVolume(ctx, in.ID, true, false)
+		}
+		return 0, basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
+	}
+	return 0, nil
+}
+
+// strictBool reads a boolean as Cinder does: true/false, or their string forms.
+func strictBool(v any) (bool, bool) {
+	switch b := v.(type) {
+	case bool:
+		return b, true
+	case string:
+		switch strings.ToLower(b) {
+		case "true", "1", "t", "yes", "y", "on":
+			return true, true
+		case "false", "0", "f", "no", "n", "off":
+			return false, true
 		}
 	}
-	return nil
+	return false, false
 }
 
 func remarshal(in any, out any) error {

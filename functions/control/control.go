@@ -56,6 +56,13 @@ type Config struct {
 	// DefaultZone is the zone of a volume whose request and type name none. Empty (the default)
 	// lets the scheduler place it in any zone; the volume takes the zone of its pool.
 	DefaultZone string
+	// IdempotencyTTL is how long the response to a request with an Idempotency-Key is kept for
+	// retries. Default 24h.
+	IdempotencyTTL time.Duration
+	// QuotaDefaults are the default quota limits by resource (volumes, snapshots, gigabytes,
+	// backups, backup_gigabytes, groups, per_volume_gigabytes; -1 = unlimited). Resources
+	// missing here take Cinder's defaults (store.DefaultQuotaLimits).
+	QuotaDefaults map[string]int
 }
 
 func (c *Config) setDefaults() {
@@ -71,6 +78,14 @@ func (c *Config) setDefaults() {
 	if c.MaxVolumeSizeGB == 0 {
 		c.MaxVolumeSizeGB = 65536
 	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+	defaults := store.DefaultQuotaLimits()
+	for k, v := range c.QuotaDefaults {
+		defaults[k] = v
+	}
+	c.QuotaDefaults = defaults
 }
 
 // Plane is the control plane. It is stateless: any number of Planes (in any number of

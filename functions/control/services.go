@@ -2,10 +2,12 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"sort"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
+	"github.com/basalt-storage/basalt/functions/scheduler"
 )
 
 // ServiceView is a service with its computed state.
@@ -52,17 +54,55 @@ func (p *Plane) SetServiceDisabled(ctx context.Context, host, binary string, dis
 	return &basalt.Service{Host: host, Binary: binary, Disabled: disabled, DisabledReason: reason}, nil
 }
 
+// PoolFilter narrows a pool listing.
+type PoolFilter struct {
+	Name string
+	// VolumeType keeps the pools whose capabilities satisfy the type's extra specs (3.35).
+	VolumeType string
+	// Capabilities keeps the pools whose capability of each key equals the value, compared as
+	// text (3.28).
+	Capabilities map[string]string
+}
+
 // Pools lists the pools the scheduler can place on (admin): up, enabled, reported.
-func (p *Plane) Pools(ctx context.Context) ([]basalt.Pool, error) {
+func (p *Plane) Pools(ctx context.Context, f PoolFilter) ([]basalt.Pool, error) {
 	if err := requireAdmin(ctx); err != nil {
 		return nil, err
+	}
+	var vt *basalt.VolumeType
+	if f.VolumeType != "" {
+		t, err := p.ResolveType(ctx, f.VolumeType)
+		if err != nil {
+			return nil, err
+		}
+		vt = t
 	}
 	pools, err := p.store.Pools(ctx, p.store.Now(), p.cfg.ServiceDownTime)
 	if err != nil {
 		return nil, unavailable(p.logger, "list pools", err)
 	}
-	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
-	return pools, nil
+	var out []basalt.Pool
+	for _, pool := range pools {
+		if f.Name != "" && pool.Name != f.Name {
+			continue
+		}
+		if vt != nil {
+			if ok, _ := (scheduler.CapabilitiesFilter{}).Fits(&scheduler.Request{Type: vt}, &pool); !ok {
+				continue
+			}
+		}
+		match := true
+		for k, want := range f.Capabilities {
+			if v, ok := pool.Capabilities[k]; !ok || fmt.Sprint(v) != want {
+				match = false
+			}
+		}
+		if match {
+			out = append(out, pool)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 // Zone is an availability zone and whether any enabled service serves it.

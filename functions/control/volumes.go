@@ -24,6 +24,10 @@ type VolumeCreate struct {
 	VolumeType       string // name or id; "" for the default type
 	AvailabilityZone string
 	Metadata         map[string]string
+	// SnapshotID creates the volume from a snapshot; SourceVolID clones a volume. Size may
+	// then be 0 (the source's size).
+	SnapshotID  string
+	SourceVolID string
 }
 
 var metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9-_:. /]{1,255}$`)
@@ -87,11 +91,18 @@ func (p *Plane) Zones(ctx context.Context) (map[string]bool, error) {
 // EOVERLIMIT (size above the limit), EUNAVAILABLE (Redis or the bus is down; nothing is kept).
 func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Volume, error) {
 	c := CallerFrom(ctx)
+	src, err := p.createSource(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
 	if req.Size <= 0 {
 		return nil, invalid("Invalid volume size provided for create request: %d (size argument must be an integer (or string representation of an integer) and greater than zero).", req.Size)
 	}
 	if req.Size > p.cfg.MaxVolumeSizeGB {
 		return nil, basalt.Errorf(basalt.EOVERLIMIT, "VolumeSizeExceedsLimit: Requested volume size %dG is larger than maximum allowed limit %dG.", req.Size, p.cfg.MaxVolumeSizeGB)
+	}
+	if src.size > 0 && req.Size < src.size {
+		return nil, invalid("Invalid input received: Volume size '%d'GB cannot be smaller than the %s size %dGB. They must be >= original %s size.", req.Size, src.kind, src.size, src.kind)
 	}
 	if err := validateName("name", req.Name); err != nil {
 		return nil, err
@@ -115,6 +126,8 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 		if _, ok := zones[zone]; !ok {
 			return nil, invalid("Availability zone '%s' is invalid.", zone)
 		}
+	} else if src.zone != "" {
+		zone = src.zone
 	} else if len(vt.Zones()) == 0 {
 		zone = p.cfg.DefaultZone
 	}
@@ -128,22 +141,86 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 		Name: req.Name, Description: req.Description, Size: req.Size,
 		Status: basalt.StatusCreating, AttachStatus: basalt.AttachDetached,
 		AvailabilityZone: zone, VolumeTypeID: vt.ID, VolumeTypeName: vt.Name,
-		Metadata: md, Multiattach: isTrue(vt.ExtraSpecs["multiattach"]), CreatedAt: now,
+		Metadata: md, Multiattach: isTrue(vt.ExtraSpecs["multiattach"]), Bootable: src.bootable, CreatedAt: now,
+	}
+	if req.SnapshotID != "" {
+		v.SnapshotID = &req.SnapshotID
+	}
+	if req.SourceVolID != "" {
+		v.SourceVolID = &req.SourceVolID
 	}
 	op := p.newOp(ctx, events.KindCreateVolume, v, "scheduler")
 	v.OpID = op.ID
+	if err := p.charge(ctx, v.ProjectID, "vol:"+v.ID, quotaVolume(vt.Name, v.Size)); err != nil {
+		return nil, err
+	}
 	if err := p.store.CreateVolume(ctx, v, op); err != nil {
+		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "create the volume", err)
 	}
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateVolume,
-		VolumeID: v.ID, ProjectID: v.ProjectID, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
+		VolumeID: v.ID, ProjectID: v.ProjectID, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size},
+		SnapshotID: req.SnapshotID, SourceVolumeID: req.SourceVolID, SourcePool: src.pool}
 	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
 		// Nothing was scheduled: take the record back so the caller can simply retry.
 		_ = p.store.DeleteVolume(ctx, v)
+		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "reach the scheduler", err)
 	}
 	p.logger.Info("volume create accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "size", v.Size)
 	return v, nil
+}
+
+// createSourceInfo describes the source of a clone or a volume from a snapshot.
+type createSourceInfo struct {
+	kind     string // "snapshot" or "source volume"
+	size     int
+	pool     string // host@backend#pool the new volume must share
+	zone     string
+	bootable bool
+}
+
+// createSource checks a create's source and fills in the defaults it implies: the size and
+// the volume type of the source.
+func (p *Plane) createSource(ctx context.Context, req *VolumeCreate) (createSourceInfo, error) {
+	var info createSourceInfo
+	switch {
+	case req.SnapshotID != "" && req.SourceVolID != "":
+		return info, invalid("Invalid input received: snapshot_id and source_volid cannot both be given.")
+	case req.SnapshotID != "":
+		sn, err := p.Snapshot(ctx, req.SnapshotID)
+		if err != nil {
+			return info, err
+		}
+		if sn.Status != basalt.SnapAvailable {
+			return info, invalid("Invalid snapshot: Originating snapshot status must be one of 'available' values")
+		}
+		info = createSourceInfo{kind: "snapshot", size: sn.Size, pool: sn.Host}
+		if vol, err := p.store.Volume(ctx, sn.VolumeID); err == nil {
+			info.zone, info.bootable = vol.AvailabilityZone, vol.Bootable
+			if req.VolumeType == "" {
+				req.VolumeType = vol.VolumeTypeID
+			}
+		}
+	case req.SourceVolID != "":
+		src, err := p.Volume(ctx, req.SourceVolID)
+		if err != nil {
+			return info, err
+		}
+		if src.Status != basalt.StatusAvailable && src.Status != basalt.StatusInUse {
+			return info, invalid("Invalid volume: Unable to clone volumes that are in an error state, or whose status is not available or in-use (status: %s).", src.Status)
+		}
+		info = createSourceInfo{kind: "source volume", size: src.Size, pool: src.Host, zone: src.AvailabilityZone, bootable: src.Bootable}
+		if req.VolumeType == "" {
+			req.VolumeType = src.VolumeTypeID
+		}
+	default:
+		return info, nil
+	}
+	if req.Size == 0 {
+		req.Size = info.size
+	}
+	return info, nil
 }
 
 func isTrue(spec string) bool {
@@ -183,6 +260,9 @@ type ListOptions struct {
 	Limit      int               // 0 = the maximum (1000)
 	Offset     int
 	Sort       []SortKey
+	// Lenient drops filters a member may not use instead of refusing them (before
+	// microversion 3.31, as Cinder).
+	Lenient bool
 }
 
 // A SortKey orders a listing.
@@ -203,7 +283,7 @@ var volumeSortKeys = []string{"created_at", "updated_at", "id", "name", "display
 // (marker).
 func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, bool, error) {
 	c := CallerFrom(ctx)
-	if err := checkFilters(c, o.Filters, volumeFilters); err != nil {
+	if err := checkFilters(c, o, volumeFilters); err != nil {
 		return nil, false, err
 	}
 	for _, s := range o.Sort {
@@ -246,13 +326,19 @@ func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, b
 	return page, more, nil
 }
 
-func checkFilters(c Caller, filters map[string]string, allowed []string) error {
+// checkFilters refuses (or, lenient, drops) filters a member may not use. A key ending in "~"
+// (inexact, 3.34) counts as its base key.
+func checkFilters(c Caller, o ListOptions, allowed []string) error {
 	if c.Admin {
 		return nil
 	}
 	var bad []string
-	for k := range filters {
-		if !slices.Contains(allowed, k) {
+	for k := range o.Filters {
+		if !slices.Contains(allowed, strings.TrimSuffix(k, "~")) {
+			if o.Lenient {
+				delete(o.Filters, k)
+				continue
+			}
 			bad = append(bad, k)
 		}
 	}
@@ -268,6 +354,10 @@ func volumeMatches(v *basalt.Volume, f map[string]string) bool {
 		switch k {
 		case "name", "display_name":
 			if v.Name == nil || *v.Name != want {
+				return false
+			}
+		case "name~", "display_name~":
+			if v.Name == nil || !strings.Contains(strings.ToLower(*v.Name), strings.ToLower(want)) {
 				return false
 			}
 		case "status":
@@ -463,8 +553,9 @@ const deleteRefusal = "Invalid volume: Volume status must be available or error 
 
 // DeleteVolume starts deleting volume id: a placed volume goes to deleting and its backend is
 // told; a volume that was never placed is removed at once. force (admin) skips the status
-// check. Of concurrent deletes exactly one starts the work; the others get EINVALID.
-func (p *Plane) DeleteVolume(ctx context.Context, id string, force bool) error {
+// check; cascade deletes the volume's snapshots too (they must be available or error). Of
+// concurrent deletes exactly one starts the work; the others get EINVALID.
+func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool) error {
 	c := CallerFrom(ctx)
 	if force {
 		if err := requireAdmin(ctx); err != nil {
@@ -474,21 +565,44 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force bool) error {
 	if _, err := p.Volume(ctx, id); err != nil {
 		return err
 	}
+	snaps, err := p.store.VolumeSnapshots(ctx, id)
+	if err != nil {
+		return unavailable(p.logger, "delete the volume", err)
+	}
+	snapIDs := make([]string, 0, len(snaps))
+	for _, sn := range snaps {
+		snapIDs = append(snapIDs, sn.ID)
+	}
 	var op *basalt.Operation
 	var unplaced bool
-	v, err := p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
+	v, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, snapIDs, func(v *basalt.Volume, snaps []*basalt.Snapshot) error {
 		if v.AttachStatus == basalt.AttachAttached || (!force && !v.Status.Deletable()) {
 			return invalid("%s", deleteRefusal)
 		}
-		if force && v.Status == basalt.StatusDeleting {
+		if v.Status == basalt.StatusDeleting {
 			return invalid("Invalid volume: Volume %s is already being deleted.", id)
+		}
+		if v.Snapshots != len(snaps) {
+			return basalt.Errorf(basalt.ECONFLICT, "The volume's snapshots changed during the delete; try again.")
+		}
+		if len(snaps) > 0 && !cascade {
+			return invalid("%s", deleteRefusal)
+		}
+		for _, sn := range snaps {
+			if sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError {
+				return invalid("Invalid volume: Snapshot %s of the volume is %s; a cascade delete needs every snapshot available or error.", sn.ID, sn.Status)
+			}
+			sn.Status = basalt.SnapDeleting
 		}
 		unplaced = v.Host == ""
 		v.Status = basalt.StatusDeleting
 		op = p.newOp(ctx, events.KindDeleteVolume, v, v.Backend())
 		v.OpID = op.ID
+		for _, sn := range snaps {
+			sn.OpID = op.ID
+		}
 		return nil
-	}, func(v *basalt.Volume) *basalt.Operation {
+	}, func() *basalt.Operation {
 		if unplaced {
 			return nil
 		}
@@ -501,16 +615,207 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force bool) error {
 		if err := p.store.Release(ctx, v.ID); err != nil {
 			return unavailable(p.logger, "delete the volume", err)
 		}
-		return p.store.DeleteVolume(ctx, v)
+		if err := p.store.DeleteVolume(ctx, v); err != nil {
+			return unavailable(p.logger, "delete the volume", err)
+		}
+		p.refund(ctx, "vol:"+v.ID)
+		return nil
 	}
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteVolume,
-		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
+		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), Snapshots: snapIDs,
 		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
 	if err := p.pub.Publish(events.BackendTopic(v.Backend()), op.ID, c.RequestID, cmd); err != nil {
 		// The operation record stays: the reconciler ends it at its deadline.
 		p.logger.Error("publish delete", "volume_id", v.ID, "op_id", op.ID, "err", err)
 	}
-	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID)
+	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "snapshots", len(snapIDs))
+	return nil
+}
+
+// ExtendVolume grows volume id to newSize GiB. The scheduler checks capacity on the volume's
+// own pool, then its backend grows it. An available volume may be extended; an in-use one
+// only when online is set (microversion 3.42) and its backend supports online extend.
+// Errors: ENOTFOUND, EINVALID (size, status), EOVERLIMIT (quota).
+func (p *Plane) ExtendVolume(ctx context.Context, id string, newSize int, online bool) error {
+	c := CallerFrom(ctx)
+	v, err := p.Volume(ctx, id)
+	if err != nil {
+		return err
+	}
+	if newSize > p.cfg.MaxVolumeSizeGB {
+		return basalt.Errorf(basalt.EOVERLIMIT, "VolumeSizeExceedsLimit: Requested volume size %dG is larger than maximum allowed limit %dG.", newSize, p.cfg.MaxVolumeSizeGB)
+	}
+	if newSize <= v.Size {
+		return invalid("Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.Size, newSize)
+	}
+	delta := newSize - v.Size
+	var op *basalt.Operation
+	chargeID := ""
+	v, err = p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
+		ok := v.Status == basalt.StatusAvailable || (online && v.Status == basalt.StatusInUse)
+		if !ok {
+			want := "available"
+			if online {
+				want = "available or in-use"
+			}
+			return invalid("Invalid volume: Volume %s status must be %s to extend, but current status is: %s.", v.ID, want, v.Status)
+		}
+		if newSize != v.Size+delta {
+			return basalt.Errorf(basalt.ECONFLICT, "The volume's size changed during the request; try again.")
+		}
+		op = p.newOp(ctx, events.KindExtendVolume, v, "scheduler")
+		chargeID = "ext:" + op.ID
+		v.PreviousStatus, v.Status, v.OpID = v.Status, basalt.StatusExtending, op.ID
+		return nil
+	}, func(*basalt.Volume) *basalt.Operation { return op })
+	if err != nil {
+		return unavailable(p.logger, "extend the volume", err)
+	}
+	if err := p.charge(ctx, v.ProjectID, chargeID, quotaGrow(v.VolumeTypeName, delta, newSize)); err != nil {
+		p.undoExtend(ctx, v.ID, op.ID)
+		return err
+	}
+	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindExtendVolume,
+		VolumeID: v.ID, ProjectID: v.ProjectID, SourcePool: v.Host, OldSizeGB: newSize - delta,
+		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: newSize}}
+	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
+		p.logger.Error("publish extend", "volume_id", v.ID, "op_id", op.ID, "err", err)
+	}
+	return nil
+}
+
+// undoExtend puts a volume whose extend was refused before it started back in its status.
+func (p *Plane) undoExtend(ctx context.Context, id, opID string) {
+	_, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
+		if v.OpID != opID {
+			return store.ErrOpFinished
+		}
+		v.Status, v.PreviousStatus, v.OpID = v.PreviousStatus, "", ""
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrOpFinished) {
+		p.logger.Error("undo extend", "volume_id", id, "err", err)
+	}
+	p.endOp(ctx, opID, "refused by quota")
+}
+
+// RevertVolume restores volume id's bytes from snapshot snapID, which must be the volume's
+// latest snapshot and of the same size (EINVALID otherwise). The volume goes to reverting and
+// the snapshot to restoring; either not being available is ECONFLICT.
+func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
+	c := CallerFrom(ctx)
+	if _, err := p.Volume(ctx, id); err != nil {
+		return err
+	}
+	sn, err := p.Snapshot(ctx, snapID)
+	if err != nil {
+		return err
+	}
+	if sn.VolumeID != id {
+		return invalid("Invalid snapshot: Snapshot %s does not belong to volume %s.", snapID, id)
+	}
+	snaps, err := p.store.VolumeSnapshots(ctx, id)
+	if err != nil {
+		return unavailable(p.logger, "revert the volume", err)
+	}
+	if len(snaps) == 0 || snaps[0].ID != snapID {
+		return invalid("Invalid snapshot: Cannot revert volume %s to snapshot %s: it is not the volume's latest snapshot.", id, snapID)
+	}
+	var op *basalt.Operation
+	v, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
+		s := ss[0]
+		if v.Size != s.Size {
+			return invalid("Invalid volume: Volume %s size %dG does not match snapshot %s size %dG; extend the volume from the snapshot instead.", id, v.Size, snapID, s.Size)
+		}
+		if v.Status != basalt.StatusAvailable {
+			return basalt.Errorf(basalt.ECONFLICT, "Volume %s status must be available to revert, but current status is: %s.", id, v.Status)
+		}
+		if s.Status != basalt.SnapAvailable {
+			return basalt.Errorf(basalt.ECONFLICT, "Snapshot %s status must be available to revert to, but current status is: %s.", snapID, s.Status)
+		}
+		op = p.newOp(ctx, events.KindRevert, v, v.Backend())
+		op.SnapshotID = snapID
+		v.Status, v.OpID = basalt.StatusReverting, op.ID
+		s.Status, s.OpID = basalt.SnapRestoring, op.ID
+		return nil
+	}, func() *basalt.Operation { return op })
+	if err != nil {
+		return unavailable(p.logger, "revert the volume", err)
+	}
+	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindRevert, VolumeID: id,
+		ProjectID: v.ProjectID, SnapshotID: snapID, Backend: v.Backend(), Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size}}
+	if err := p.pub.Publish(events.BackendTopic(v.Backend()), op.ID, c.RequestID, cmd); err != nil {
+		p.logger.Error("publish revert", "volume_id", id, "op_id", op.ID, "err", err)
+	}
+	return nil
+}
+
+// SetBootable sets the volume's bootable flag. A volume in maintenance is EINVALID.
+func (p *Plane) SetBootable(ctx context.Context, id string, bootable bool) error {
+	return p.changeVolume(ctx, id, func(v *basalt.Volume) error {
+		if v.Status == basalt.StatusMaintenance {
+			return invalid("Invalid volume: Volume %s is in maintenance.", id)
+		}
+		v.Bootable = bootable
+		return nil
+	})
+}
+
+// SetReadOnly sets the volume's read-only flag; the volume must be available.
+func (p *Plane) SetReadOnly(ctx context.Context, id string, readonly bool) error {
+	return p.changeVolume(ctx, id, func(v *basalt.Volume) error {
+		if v.Status != basalt.StatusAvailable {
+			return invalid("Invalid volume: Volume %s status must be available to update readonly flag, but current status is: %s.", id, v.Status)
+		}
+		v.ReadOnly = readonly
+		return nil
+	})
+}
+
+// VolumeMetadata returns volume id's metadata.
+func (p *Plane) VolumeMetadata(ctx context.Context, id string) (map[string]string, error) {
+	v, err := p.Volume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return v.Metadata, nil
+}
+
+// SetVolumeMetadata merges md into volume id's metadata (replace: replaces it) and returns it.
+func (p *Plane) SetVolumeMetadata(ctx context.Context, id string, md map[string]string, replace bool) (map[string]string, error) {
+	if err := ValidateMetadata(md); err != nil {
+		return nil, err
+	}
+	var out map[string]string
+	err := p.changeVolume(ctx, id, func(v *basalt.Volume) error {
+		if v.Status == basalt.StatusMaintenance {
+			return invalid("Invalid volume: Volume %s is in maintenance.", id)
+		}
+		v.Metadata = mergeMetadata(v.Metadata, md, replace)
+		out = v.Metadata
+		return nil
+	})
+	return out, err
+}
+
+// DeleteVolumeMetadata removes key from volume id's metadata (ENOTFOUND when absent).
+func (p *Plane) DeleteVolumeMetadata(ctx context.Context, id, key string) error {
+	return p.changeVolume(ctx, id, func(v *basalt.Volume) error {
+		if _, ok := v.Metadata[key]; !ok {
+			return basalt.Errorf(basalt.ENOTFOUND, "Metadata item was not found")
+		}
+		delete(v.Metadata, key)
+		return nil
+	})
+}
+
+func (p *Plane) changeVolume(ctx context.Context, id string, fn func(v *basalt.Volume) error) error {
+	if _, err := p.Volume(ctx, id); err != nil {
+		return err
+	}
+	if _, err := p.store.UpdateVolume(ctx, id, fn); err != nil {
+		return unavailable(p.logger, "update the volume", err)
+	}
 	return nil
 }
 
@@ -558,14 +863,6 @@ func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attach
 	if err != nil {
 		return unavailable(p.logger, "reset the volume's status", err)
 	}
-	if opID != "" {
-		_, err := p.store.UpdateOp(ctx, opID, func(op *basalt.Operation) error {
-			op.State, op.Reason = basalt.OpFailed, "status reset by an administrator"
-			return nil
-		})
-		if err != nil && !errors.Is(err, store.ErrOpFinished) && basalt.ErrorCode(err) != basalt.ENOTFOUND {
-			p.logger.Warn("end operation after reset", "op_id", opID, "err", err)
-		}
-	}
+	p.endOp(ctx, opID, "status reset by an administrator")
 	return nil
 }

@@ -93,10 +93,44 @@ func (f *Function) Explain(ctx context.Context, r *scheduler.Request) (*schedule
 // Place places one create command. It is idempotent: a redelivered command whose operation is
 // finished, or whose volume is already placed, is not placed again.
 func (f *Function) Place(ctx context.Context, cmd events.Command) error {
-	log := f.logger.With("volume_id", cmd.VolumeID, "op_id", cmd.OpID, "request_id", cmd.RequestID)
-	if cmd.Kind != events.KindCreateVolume {
-		return fmt.Errorf("scheduler cannot handle %q commands", cmd.Kind)
+	f.logger.Debug("placing", "kind", cmd.Kind, "volume_id", cmd.VolumeID, "snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID)
+	switch cmd.Kind {
+	case events.KindCreateVolume:
+		return f.placeCreate(ctx, cmd)
+	case events.KindExtendVolume:
+		return f.placeExtend(ctx, cmd)
+	case events.KindCreateSnapshot:
+		return f.placeSnapshot(ctx, cmd)
 	}
+	return fmt.Errorf("scheduler cannot handle %q commands", cmd.Kind)
+}
+
+// pendingOp returns the command's operation, or nil when it has ended or is unknown (a
+// redelivery: nothing to do).
+func (f *Function) pendingOp(ctx context.Context, cmd events.Command) (*basalt.Operation, error) {
+	op, err := f.store.Op(ctx, cmd.OpID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		f.logger.Warn("command for an unknown operation dropped", "op_id", cmd.OpID)
+		return nil, nil
+	}
+	if err != nil || op.State != basalt.OpPending {
+		return nil, err
+	}
+	return op, nil
+}
+
+// onlyPool narrows pools to the one named, for work that must stay on its source's pool.
+func onlyPool(pools []basalt.Pool, name string) []basalt.Pool {
+	for _, p := range pools {
+		if p.Name == name {
+			return []basalt.Pool{p}
+		}
+	}
+	return nil
+}
+
+func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
+	log := f.logger.With("volume_id", cmd.VolumeID, "op_id", cmd.OpID, "request_id", cmd.RequestID)
 	op, err := f.store.Op(ctx, cmd.OpID)
 	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		log.Warn("command for an unknown operation dropped")
@@ -136,7 +170,16 @@ func (f *Function) Place(ctx context.Context, cmd events.Command) error {
 	if err != nil {
 		return err
 	}
+	if cmd.SourcePool != "" {
+		// A clone or a volume from a snapshot is made where its source is.
+		if pools = onlyPool(pools, cmd.SourcePool); pools == nil {
+			return f.fail(ctx, cmd, v, fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool))
+		}
+	}
 	req := &scheduler.Request{ID: v.ID, SizeGB: v.Size, Zone: v.AvailabilityZone, Type: vt, Attempted: cmd.Attempted}
+	if cmd.SourcePool != "" {
+		req.Zone, req.Attempted = "", nil // the source decides; zone and retries do not apply
+	}
 	d := f.sched.Place(req, pools)
 	var lost []string
 	for _, c := range d.Ranked {
@@ -257,10 +300,10 @@ func FailCreate(ctx context.Context, st *store.Store, opID, volumeID, requestID,
 	if err != nil {
 		return err
 	}
-	now := st.Now()
-	return st.CreateMessage(ctx, &basalt.Message{ID: uuid.NewString(), ProjectID: project, EventID: eventID,
-		UserMessage: userMessage, Level: "ERROR", RequestID: requestID, ResourceType: "VOLUME",
-		ResourceUUID: volumeID, CreatedAt: now, ExpiresAt: now.Add(ttl)})
+	if err := st.Refund(ctx, "vol:"+volumeID); err != nil {
+		return err
+	}
+	return leaveMessage(ctx, st, project, requestID, "VOLUME", volumeID, eventID, userMessage, ttl)
 }
 
 // finishedOp returns operation opID in a final state; it reads the record so that nothing else
@@ -272,4 +315,208 @@ func finishedOp(st *store.Store, opID, state, reason string) *basalt.Operation {
 	}
 	op.State, op.Reason, op.UpdatedAt = state, reason, st.Now()
 	return op
+}
+
+// placeOnOwnPool runs the filters for work that must happen on one pool (extend, snapshot) and
+// returns the candidate, or a reason why the pool cannot take it.
+func (f *Function) placeOnOwnPool(ctx context.Context, pool string, req *scheduler.Request) (*scheduler.Candidate, string, error) {
+	pools, err := f.store.Pools(ctx, f.store.Now(), f.cfg.ServiceDownTime)
+	if err != nil {
+		return nil, "", err
+	}
+	if pools = onlyPool(pools, pool); pools == nil {
+		return nil, fmt.Sprintf("No valid backend was found. Pool %s is not up, enabled and reporting.", pool), nil
+	}
+	d := f.sched.Place(req, pools)
+	if len(d.Ranked) == 0 {
+		return nil, "No valid backend was found. " + explainFailure(d, nil, 1), nil
+	}
+	return &d.Ranked[0], "", nil
+}
+
+func (f *Function) volumeType(ctx context.Context, id string) (*basalt.VolumeType, error) {
+	if id == "" {
+		return nil, nil
+	}
+	vt, err := f.store.Type(ctx, id)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil, nil
+	}
+	return vt, err
+}
+
+// placeExtend checks and claims the growth on the volume's own pool, then hands the extend to
+// its backend. When the pool cannot take it, the volume returns to its previous status and the
+// user gets a message.
+func (f *Function) placeExtend(ctx context.Context, cmd events.Command) error {
+	op, err := f.pendingOp(ctx, cmd)
+	if op == nil || err != nil {
+		return err
+	}
+	v, err := f.store.Volume(ctx, cmd.VolumeID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return f.endOp(ctx, op.ID, "the volume is gone")
+	}
+	if err != nil {
+		return err
+	}
+	if v.OpID != op.ID {
+		return nil
+	}
+	if op.Owner == v.Backend() {
+		return f.pub.Publish(events.BackendTopic(v.Backend()), cmd.OpID, cmd.RequestID, cmd)
+	}
+	vt, err := f.volumeType(ctx, v.VolumeTypeID)
+	if err != nil {
+		return err
+	}
+	delta := cmd.Volume.SizeGB - cmd.OldSizeGB
+	req := &scheduler.Request{ID: v.ID, SizeGB: delta, Type: vt, Operation: scheduler.OpExtendVolume,
+		Attached: v.AttachStatus == basalt.AttachAttached}
+	c, reason, err := f.placeOnOwnPool(ctx, v.Host, req)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		ok, err := f.store.Grow(ctx, v.ID, v.Host, op.ID, delta, ledgerLimit(*c))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			reason = fmt.Sprintf("No valid backend was found. %s: CapacityFilter: taken by a concurrent placement", v.Host)
+		}
+	}
+	if reason != "" {
+		return f.failExtend(ctx, cmd, reason)
+	}
+	if _, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
+		o.Owner = v.Backend()
+		return nil
+	}); err != nil {
+		if errors.Is(err, store.ErrOpFinished) {
+			return f.store.Shrink(ctx, v.ID, v.Host, op.ID)
+		}
+		return err
+	}
+	cmd.Backend = v.Backend()
+	return f.pub.Publish(events.BackendTopic(cmd.Backend), cmd.OpID, cmd.RequestID, cmd)
+}
+
+// failExtend ends an extend that the volume's pool cannot take: the volume goes back to its
+// previous status, the quota charge is returned and the user gets a message.
+func (f *Function) failExtend(ctx context.Context, cmd events.Command, reason string) error {
+	f.logger.Warn("extend not placed", "volume_id", cmd.VolumeID, "op_id", cmd.OpID, "reason", reason)
+	var project string
+	_, err := f.store.UpdateVolumeWithOp(ctx, cmd.VolumeID, func(v *basalt.Volume) error {
+		if v.OpID != cmd.OpID {
+			return store.ErrOpFinished
+		}
+		project = v.ProjectID
+		v.Status, v.PreviousStatus, v.OpID = v.PreviousStatus, "", ""
+		return nil
+	}, func(*basalt.Volume) *basalt.Operation { return finishedOp(f.store, cmd.OpID, basalt.OpFailed, reason) })
+	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.store.Refund(ctx, "ext:"+cmd.OpID); err != nil {
+		return err
+	}
+	return leaveMessage(ctx, f.store, project, cmd.RequestID, "VOLUME", cmd.VolumeID, basalt.EventExtendNoBackend,
+		"extend volume:"+reason, f.cfg.MessageTTL)
+}
+
+// placeSnapshot checks and claims the snapshot's size on its volume's pool, then hands it to
+// the volume's backend; when the pool cannot take it, the snapshot ends in error.
+func (f *Function) placeSnapshot(ctx context.Context, cmd events.Command) error {
+	op, err := f.pendingOp(ctx, cmd)
+	if op == nil || err != nil {
+		return err
+	}
+	sn, err := f.store.Snapshot(ctx, cmd.SnapshotID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		_ = f.store.Release(ctx, "snap:"+cmd.SnapshotID)
+		return f.endOp(ctx, op.ID, "the snapshot is gone")
+	}
+	if err != nil {
+		return err
+	}
+	if sn.OpID != op.ID {
+		return nil
+	}
+	if op.Owner == sn.Backend() {
+		return f.pub.Publish(events.BackendTopic(sn.Backend()), cmd.OpID, cmd.RequestID, cmd)
+	}
+	var vt *basalt.VolumeType
+	if v, err := f.store.Volume(ctx, sn.VolumeID); err == nil {
+		if vt, err = f.volumeType(ctx, v.VolumeTypeID); err != nil {
+			return err
+		}
+	}
+	c, reason, err := f.placeOnOwnPool(ctx, sn.Host, &scheduler.Request{ID: sn.ID, SizeGB: sn.Size, Type: vt})
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		ok, err := f.store.Reserve(ctx, "snap:"+sn.ID, sn.Host, sn.Size, ledgerLimit(*c))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			reason = fmt.Sprintf("No valid backend was found. %s: CapacityFilter: taken by a concurrent placement", sn.Host)
+		}
+	}
+	if reason != "" {
+		f.logger.Warn("snapshot not placed", "snapshot_id", sn.ID, "op_id", op.ID, "reason", reason)
+		return FailSnapshot(ctx, f.store, op.ID, sn.ID, cmd.RequestID, basalt.EventSnapshotNoBackend,
+			"create snapshot:"+reason, reason, f.cfg.MessageTTL)
+	}
+	if _, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
+		o.Owner = sn.Backend()
+		return nil
+	}); err != nil {
+		if errors.Is(err, store.ErrOpFinished) {
+			return f.store.Release(ctx, "snap:"+sn.ID)
+		}
+		return err
+	}
+	cmd.Backend = sn.Backend()
+	return f.pub.Publish(events.BackendTopic(cmd.Backend), cmd.OpID, cmd.RequestID, cmd)
+}
+
+// FailSnapshot moves a creating snapshot to error with reason, ends its operation, returns its
+// capacity and quota, and leaves the user a message. It does nothing for a redelivery.
+func FailSnapshot(ctx context.Context, st *store.Store, opID, snapID, requestID, eventID, userMessage, reason string, ttl time.Duration) error {
+	if err := st.Release(ctx, "snap:"+snapID); err != nil {
+		return err
+	}
+	var project string
+	_, err := st.UpdateSnapshot(ctx, snapID, func(sn *basalt.Snapshot) error {
+		if sn.OpID != opID {
+			return store.ErrOpFinished
+		}
+		project = sn.ProjectID
+		sn.Status, sn.StatusReason, sn.OpID = basalt.SnapError, reason, ""
+		return nil
+	}, func(*basalt.Snapshot) *basalt.Operation { return finishedOp(st, opID, basalt.OpFailed, reason) })
+	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := st.Refund(ctx, "snap:"+snapID); err != nil {
+		return err
+	}
+	return leaveMessage(ctx, st, project, requestID, "VOLUME_SNAPSHOT", snapID, eventID, userMessage, ttl)
+}
+
+// leaveMessage leaves project a user message about a resource.
+func leaveMessage(ctx context.Context, st *store.Store, project, requestID, resourceType, resourceID, eventID, text string, ttl time.Duration) error {
+	now := st.Now()
+	return st.CreateMessage(ctx, &basalt.Message{ID: uuid.NewString(), ProjectID: project, EventID: eventID,
+		UserMessage: text, Level: "ERROR", RequestID: requestID, ResourceType: resourceType,
+		ResourceUUID: resourceID, CreatedAt: now, ExpiresAt: now.Add(ttl)})
 }

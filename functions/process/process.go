@@ -45,6 +45,12 @@ type Config struct {
 	// Consumers is the number of parallel consumers of the scheduler and results topics in one
 	// process (default 2).
 	Consumers int
+	// IdempotencyTTL is how long responses to requests with an Idempotency-Key are kept
+	// (default 24h).
+	IdempotencyTTL time.Duration
+	// QuotaDefaults are default quota limits by resource, from BASALT_QUOTA_*; resources not
+	// set take Cinder's defaults.
+	QuotaDefaults map[string]int
 }
 
 // FromEnv reads the configuration from BASALT_* variables and REDIS_URL.
@@ -78,6 +84,20 @@ func FromEnv() (Config, error) {
 	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
 	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
 	num("BASALT_CONSUMERS", &c.Consumers)
+	dur("BASALT_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
+	for _, res := range store.QuotaResources() {
+		name := "BASALT_QUOTA_" + strings.ToUpper(res)
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < -1 {
+				errs = append(errs, fmt.Errorf("%s=%q: want an integer >= -1 (-1 = unlimited)", name, v))
+			}
+			if c.QuotaDefaults == nil {
+				c.QuotaDefaults = map[string]int{}
+			}
+			c.QuotaDefaults[res] = n
+		}
+	}
 	if v := os.Getenv("BASALT_SCHEDULER_FILTERS"); v != "" {
 		c.Scheduler.Filters = splitList(v)
 	}
@@ -155,7 +175,8 @@ func (c Config) Bus(opts *redis.Options, logger *slog.Logger) (*events.Bus, erro
 // NewPlane returns the control plane.
 func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) *control.Plane {
 	return control.New(control.Config{ServiceDownTime: c.ServiceDownTime, OpTimeout: c.OpTimeout,
-		MaxVolumeSizeGB: c.MaxVolumeSizeGB, DefaultZone: c.DefaultZone}, st, bus, logger)
+		MaxVolumeSizeGB: c.MaxVolumeSizeGB, DefaultZone: c.DefaultZone, IdempotencyTTL: c.IdempotencyTTL,
+		QuotaDefaults: c.QuotaDefaults}, st, bus, logger)
 }
 
 // RunAPI serves the API on c.Listen until ctx ends. ready, if non-nil, receives the bound

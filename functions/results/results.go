@@ -72,6 +72,10 @@ func (f *Function) Handle(msg *message.Message) error {
 // Apply applies one result. It is idempotent.
 func (f *Function) Apply(ctx context.Context, r events.Result) error {
 	log := f.logger.With("volume_id", r.VolumeID, "op_id", r.OpID, "request_id", r.RequestID, "backend", r.Backend)
+	var cmd events.Command
+	if r.Command != nil {
+		cmd = *r.Command
+	}
 	switch r.Kind {
 	case events.KindCreateVolume:
 		if r.OK {
@@ -84,26 +88,196 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 		return f.createFailed(ctx, r, log)
 	case events.KindDeleteVolume:
 		if r.OK {
-			return f.deleted(ctx, r, log)
+			return f.deleted(ctx, r, cmd.Snapshots, log)
 		}
 		log.Warn("volume delete failed", "err", r.Error)
+		for _, id := range cmd.Snapshots {
+			if err := f.snapshotStatus(ctx, r.OpID, id, basalt.SnapErrorDeleting, r.Error); err != nil {
+				return err
+			}
+		}
 		return f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
 			v.Status, v.StatusReason = basalt.StatusErrorDeleting, r.Error
 			return nil
 		})
 	case events.KindExtendVolume:
+		return f.extended(ctx, r, cmd, log)
+	case events.KindCreateSnapshot:
 		if r.OK {
-			return f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
-				v.Status = basalt.StatusAvailable
-				return nil
+			return f.finishSnapshot(ctx, r.OpID, r.SnapshotID, basalt.OpDone, "", func(sn *basalt.Snapshot) {
+				sn.Status, sn.StatusReason = basalt.SnapAvailable, ""
+				log.Info("snapshot available", "snapshot_id", sn.ID)
 			})
 		}
-		return f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
-			v.Status, v.StatusReason = basalt.StatusErrorExtend, r.Error
-			return nil
+		reason := fmt.Sprintf("Snapshot creation failed on %s: %s", r.Backend, r.Error)
+		return placement.FailSnapshot(ctx, f.store, r.OpID, r.SnapshotID, r.RequestID, basalt.EventSnapshotError,
+			"create snapshot:"+reason, reason, f.cfg.MessageTTL)
+	case events.KindDeleteSnapshot:
+		if r.OK {
+			return f.snapshotDeleted(ctx, r.OpID, r.SnapshotID, true)
+		}
+		return f.finishSnapshot(ctx, r.OpID, r.SnapshotID, basalt.OpFailed, r.Error, func(sn *basalt.Snapshot) {
+			sn.Status, sn.StatusReason = basalt.SnapErrorDeleting, r.Error
 		})
+	case events.KindRevert:
+		return f.reverted(ctx, r, log)
 	}
 	return fmt.Errorf("unknown result kind %q", r.Kind)
+}
+
+// extended applies an extend's outcome: the new size and the previous status, or
+// error_extending with the claimed capacity and quota returned.
+func (f *Function) extended(ctx context.Context, r events.Result, cmd events.Command, log *slog.Logger) error {
+	if !r.OK {
+		log.Warn("volume extend failed", "err", r.Error)
+		var pool string
+		err := f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
+			pool = v.Host
+			v.Status, v.StatusReason, v.PreviousStatus = basalt.StatusErrorExtend, r.Error, ""
+			return nil
+		})
+		if err != nil || pool == "" {
+			return err
+		}
+		if err := f.store.Shrink(ctx, r.VolumeID, pool, r.OpID); err != nil {
+			return err
+		}
+		return f.store.Refund(ctx, "ext:"+r.OpID)
+	}
+	applied := false
+	err := f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
+		v.Size = cmd.Volume.SizeGB
+		v.Status, v.StatusReason, v.PreviousStatus = v.PreviousStatus, "", ""
+		if v.Status == "" {
+			v.Status = basalt.StatusAvailable
+		}
+		applied = true
+		log.Info("volume extended", "size", v.Size)
+		return nil
+	})
+	if err != nil || !applied {
+		return err
+	}
+	// The growth is now the volume's: it is returned with the volume.
+	if err := f.store.SettleGrow(ctx, r.VolumeID, r.OpID); err != nil {
+		return err
+	}
+	return f.store.TransferCharge(ctx, "ext:"+r.OpID, "vol:"+r.VolumeID)
+}
+
+// reverted applies a revert's outcome: both back to available, or the volume in error.
+func (f *Function) reverted(ctx context.Context, r events.Result, log *slog.Logger) error {
+	op, err := f.store.Op(ctx, r.OpID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, _, err = f.store.UpdateVolumeAndSnapshots(ctx, r.VolumeID, []string{r.SnapshotID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
+		if v.OpID != r.OpID || op.State != basalt.OpPending {
+			return store.ErrOpFinished
+		}
+		v.OpID = ""
+		if r.OK {
+			v.Status, v.StatusReason = basalt.StatusAvailable, ""
+		} else {
+			v.Status, v.StatusReason = basalt.StatusError, "Revert to snapshot "+r.SnapshotID+" failed: "+r.Error
+		}
+		if s := ss[0]; s.OpID == r.OpID {
+			s.Status, s.OpID = basalt.SnapAvailable, ""
+		}
+		return nil
+	}, func() *basalt.Operation {
+		o := *op
+		o.State, o.Reason, o.UpdatedAt = basalt.OpDone, r.Error, f.store.Now()
+		if !r.OK {
+			o.State = basalt.OpFailed
+		}
+		return &o
+	})
+	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err == nil {
+		log.Info("volume reverted", "snapshot_id", r.SnapshotID, "ok", r.OK)
+	}
+	return err
+}
+
+// finishSnapshot applies fn to a snapshot and ends its operation in state, if the operation is
+// still the snapshot's.
+func (f *Function) finishSnapshot(ctx context.Context, opID, snapID, state, reason string, fn func(sn *basalt.Snapshot)) error {
+	op, err := f.store.Op(ctx, opID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.store.UpdateSnapshot(ctx, snapID, func(sn *basalt.Snapshot) error {
+		if sn.OpID != opID || op.State != basalt.OpPending {
+			return store.ErrOpFinished
+		}
+		sn.OpID = ""
+		fn(sn)
+		return nil
+	}, func(*basalt.Snapshot) *basalt.Operation {
+		o := *op
+		o.State, o.Reason, o.UpdatedAt = state, reason, f.store.Now()
+		return &o
+	})
+	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	return err
+}
+
+// snapshotStatus sets a snapshot held by operation opID (a cascade) to status.
+func (f *Function) snapshotStatus(ctx context.Context, opID, snapID string, status basalt.SnapshotStatus, reason string) error {
+	_, err := f.store.UpdateSnapshot(ctx, snapID, func(sn *basalt.Snapshot) error {
+		if sn.OpID != opID {
+			return store.ErrOpFinished
+		}
+		sn.Status, sn.StatusReason, sn.OpID = status, reason, ""
+		return nil
+	}, nil)
+	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	return err
+}
+
+// snapshotDeleted removes a deleted snapshot's record and returns its capacity and quota.
+// ownOp says the snapshot's own delete operation (not a cascade) is ending.
+func (f *Function) snapshotDeleted(ctx context.Context, opID, snapID string, ownOp bool) error {
+	sn, err := f.store.Snapshot(ctx, snapID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if sn.OpID != opID {
+		return nil
+	}
+	// Capacity and quota first: if we crash after them, the redelivered result finds nothing
+	// to return and removes the record; the other order could leak both.
+	if err := f.store.Release(ctx, "snap:"+snapID); err != nil {
+		return err
+	}
+	if err := f.store.Refund(ctx, "snap:"+snapID); err != nil {
+		return err
+	}
+	if ownOp {
+		if op, err := f.store.Op(ctx, opID); err == nil && op.State == basalt.OpPending {
+			op.State, op.UpdatedAt = basalt.OpDone, f.store.Now()
+			if err := f.store.PutOp(ctx, op); err != nil {
+				return err
+			}
+		}
+	}
+	return f.store.RemoveSnapshot(ctx, sn)
 }
 
 func (f *Function) finish(ctx context.Context, opID, volumeID string, fn func(v *basalt.Volume) error) error {
@@ -137,7 +311,7 @@ func (f *Function) finishWith(ctx context.Context, opID, volumeID, state, reason
 	return err
 }
 
-func (f *Function) deleted(ctx context.Context, r events.Result, log *slog.Logger) error {
+func (f *Function) deleted(ctx context.Context, r events.Result, snapshots []string, log *slog.Logger) error {
 	v, err := f.store.Volume(ctx, r.VolumeID)
 	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return nil
@@ -148,9 +322,17 @@ func (f *Function) deleted(ctx context.Context, r events.Result, log *slog.Logge
 	if v.OpID != r.OpID {
 		return nil
 	}
-	// Capacity first: if we crash after it, the redelivered result finds nothing to release
-	// and deletes the record; the other order could leak capacity.
+	for _, id := range snapshots {
+		if err := f.snapshotDeleted(ctx, r.OpID, id, false); err != nil {
+			return err
+		}
+	}
+	// Capacity and quota first: if we crash after them, the redelivered result finds nothing
+	// to return and deletes the record; the other order could leak them.
 	if err := f.store.Release(ctx, v.ID); err != nil {
+		return err
+	}
+	if err := f.store.Refund(ctx, "vol:"+v.ID); err != nil {
 		return err
 	}
 	op, err := f.store.Op(ctx, r.OpID)
@@ -229,22 +411,21 @@ func (f *Function) Reconcile(ctx context.Context) error {
 		reason := fmt.Sprintf("The operation %s did not finish by its deadline %s (owner %s).", op.Kind,
 			op.Deadline.UTC().Format(basalt.TimeLayout), op.Owner)
 		f.logger.Warn("operation overdue", "op_id", op.ID, "volume_id", op.VolumeID, "owner", op.Owner)
-		switch op.Kind {
-		case events.KindCreateVolume:
-			err = placement.FailCreate(ctx, f.store, op.ID, op.VolumeID, op.RequestID, basalt.EventUnknownError,
-				"schedule allocate volume:"+reason, reason, f.cfg.MessageTTL)
-		case events.KindDeleteVolume:
-			err = f.finishWith(ctx, op.ID, op.VolumeID, basalt.OpFailed, reason, func(v *basalt.Volume) error {
-				v.Status, v.StatusReason = basalt.StatusErrorDeleting, reason
-				return nil
-			})
-		default:
-			err = f.finishWith(ctx, op.ID, op.VolumeID, basalt.OpFailed, reason, func(v *basalt.Volume) error {
-				v.Status, v.StatusReason = basalt.StatusErrorExtend, reason
-				return nil
-			})
+		// An overdue operation ends as if its owner had reported this failure.
+		failure := events.Result{OpID: op.ID, RequestID: op.RequestID, Kind: op.Kind, VolumeID: op.VolumeID,
+			SnapshotID: op.SnapshotID, Backend: op.Owner, Error: reason, Command: &events.Command{}}
+		if op.Kind == events.KindDeleteVolume {
+			snaps, err := f.store.VolumeSnapshots(ctx, op.VolumeID)
+			if err != nil {
+				return err
+			}
+			for _, sn := range snaps {
+				if sn.OpID == op.ID {
+					failure.Command.Snapshots = append(failure.Command.Snapshots, sn.ID)
+				}
+			}
 		}
-		if err != nil {
+		if err := f.Apply(ctx, failure); err != nil {
 			return err
 		}
 		// An operation whose volume is gone is simply closed.

@@ -161,6 +161,15 @@ func startStack(ctx context.Context, c stackConfig, logger *slog.Logger) (*stack
 	if c.consumers > 0 {
 		pc.Consumers = c.consumers
 	}
+	// The benchmark project creates thousands of volumes: no quota gets in the way.
+	if pc.QuotaDefaults == nil {
+		pc.QuotaDefaults = map[string]int{}
+	}
+	for _, res := range []string{"volumes", "gigabytes", "snapshots"} {
+		if _, set := pc.QuotaDefaults[res]; !set {
+			pc.QuotaDefaults[res] = -1
+		}
+	}
 	topo, err := local.DefaultTopology()
 	if err != nil {
 		return nil, pc, err
