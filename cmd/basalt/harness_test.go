@@ -283,7 +283,7 @@ func (s *stack) waitFinal(id string, d time.Duration) map[string]any {
 	s.eventually(d, func() (bool, string) {
 		v = s.volume(id)
 		st := v["status"].(string)
-		return st != "creating" && st != "deleting" && st != "extending", st
+		return st != "creating" && st != "deleting" && st != "extending" && st != "reverting", st
 	}, "volume "+id+" reaches a final status")
 	return v
 }
