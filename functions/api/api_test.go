@@ -334,3 +334,40 @@ func TestResetStatus(t *testing.T) {
 		t.Errorf("show after deleting an unplaced volume = %d, want 404", r.status)
 	}
 }
+
+func TestConcurrentCreatesRespectQuota(t *testing.T) {
+	srv, _ := newServer(t)
+	if r := do(t, srv, "admin:admin", "PUT", "/v3/os-quota-sets/p1", `{"quota_set":{"volumes":100}}`); r.status != 200 {
+		t.Fatalf("set quota = %d %s", r.status, r.raw)
+	}
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := do(t, srv, "alice:p1", "POST", "/v3/volumes", `{"volume":{"size":1}}`)
+			mu.Lock()
+			defer mu.Unlock()
+			codes[r.status]++
+			if r.status == 413 {
+				if name, msg := fault(r); name != "overLimit" || !strings.Contains(msg, "VolumeLimitExceeded: Maximum number of volumes allowed (100) exceeded for quota 'volumes'.") {
+					t.Errorf("over-quota create = %s %q", name, msg)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if codes[202] != 100 || codes[413] != 100 {
+		t.Errorf("200 concurrent creates against a quota of 100 answered %v, want 100 × 202 and 100 × 413", codes)
+	}
+	r := do(t, srv, "alice:p1", "GET", "/v3/volumes?limit=1000", "")
+	if n := len(r.body["volumes"].([]any)); n != 100 {
+		t.Errorf("the project holds %d volumes, want 100", n)
+	}
+	r = do(t, srv, "alice:p1", "GET", "/v3/os-quota-sets/p1?usage=true", "")
+	if used := r.body["quota_set"].(map[string]any)["volumes"].(map[string]any)["in_use"]; used != float64(100) {
+		t.Errorf("quota usage = %v, want 100", used)
+	}
+}
