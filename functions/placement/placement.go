@@ -243,7 +243,7 @@ func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Op
 	if err != nil {
 		return err
 	}
-	if err := f.store.PutDecision(ctx, v.ID, d.Explain()); err != nil {
+	if err := f.store.PutDecision(ctx, v.ID, firstLines(d.Explain(), 50)); err != nil {
 		log.Warn("record placement decision", "err", err)
 	}
 	log.Info("volume placed", "pool", pool.Name, "size", v.Size)
@@ -519,4 +519,14 @@ func leaveMessage(ctx context.Context, st *store.Store, project, requestID, reso
 	return st.CreateMessage(ctx, &basalt.Message{ID: uuid.NewString(), ProjectID: project, EventID: eventID,
 		UserMessage: text, Level: "ERROR", RequestID: requestID, ResourceType: resourceType,
 		ResourceUUID: resourceID, CreatedAt: now, ExpiresAt: now.Add(ttl)})
+}
+
+// firstLines keeps the first n lines of text and says how many it left out, so that a decision
+// over thousands of pools is recorded in bounded space.
+func firstLines(text string, n int) string {
+	lines := strings.SplitAfter(text, "\n")
+	if len(lines) <= n {
+		return text
+	}
+	return strings.Join(lines[:n], "") + fmt.Sprintf("... and %d more lines\n", len(lines)-n)
 }
