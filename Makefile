@@ -19,10 +19,11 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-## bench: performance tables (scheduler placement, end-to-end creates, API latency)
+## bench: performance tables (scheduler placement, end-to-end creates, API latency, snapshot and clone time)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./functions/scheduler/
 	$(GO) run ./local/bench
+	$(GO) test -run '^$$' -bench SnapshotClone -benchtime 5x ./drivers/file/
 
 ## openapi: write openapi/openapi.yaml from the code
 openapi:

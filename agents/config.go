@@ -153,6 +153,7 @@ func openDriver(c *Config, b BackendConfig, logger *slog.Logger) (drivers.Driver
 			Pool                     string  `json:"pool"`
 			ReservedPercentage       int     `json:"reserved_percentage"`
 			MaxOverSubscriptionRatio float64 `json:"max_over_subscription_ratio"`
+			DisableReflink           bool    `json:"disable_reflink"`
 		}
 		if err := decodeOptions(b, &o); err != nil {
 			return nil, err
@@ -164,7 +165,8 @@ func openDriver(c *Config, b BackendConfig, logger *slog.Logger) (drivers.Driver
 			o.Dir = filepath.Join(c.DataDir, c.Host, b.Name)
 		}
 		return file.New(file.Config{Dir: o.Dir, Pool: o.Pool, BackendName: b.VolumeBackendName,
-			ReservedPercentage: o.ReservedPercentage, MaxOverSubscriptionRatio: o.MaxOverSubscriptionRatio}, logger)
+			ReservedPercentage: o.ReservedPercentage, MaxOverSubscriptionRatio: o.MaxOverSubscriptionRatio,
+			DisableReflink: o.DisableReflink}, logger)
 	case "fake":
 		var o struct {
 			Pools           []string `json:"pools"`

@@ -36,8 +36,10 @@ type Extender interface {
 }
 
 // Snapshotter is implemented by drivers that take snapshots: point-in-time copies of a
-// volume's bytes, kept on the volume's backend. Creating a snapshot that exists returns nil;
-// deleting a missing one returns nil. Errors: ENOTFOUND (volume), EINVALID (ids), EOVERLIMIT.
+// volume's bytes, kept on the volume's backend and counted in its provisioned capacity.
+// Creating a snapshot that exists returns nil (ECONFLICT when it exists for another volume);
+// deleting a missing one returns nil. A volume with snapshots may still be deleted: snapshots
+// are independent copies. Errors: ENOTFOUND (volume), EINVALID (ids), EOVERLIMIT.
 type Snapshotter interface {
 	CreateSnapshot(ctx context.Context, volumeID, snapshotID string) error
 	DeleteSnapshot(ctx context.Context, snapshotID string) error
@@ -68,7 +70,9 @@ type Accessor interface {
 	OpenVolume(ctx context.Context, id string) (Device, error)
 }
 
-// Device is an open volume.
+// Device is an open volume. WriteAt past the end fails and writes nothing; ReadAt returns
+// io.EOF at the end. A device opened before a revert or delete may keep seeing the old bytes
+// (the file driver replaces the file): reverts and deletes are for detached volumes.
 type Device interface {
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)

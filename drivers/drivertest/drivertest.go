@@ -1,6 +1,11 @@
 // Package drivertest is the conformance suite that every Basalt storage driver passes. A driver's
 // own tests call Run with a constructor; the suite checks the contract written on drivers.Driver
-// (and drivers.Extender when the driver implements it) with one subtest per behaviour.
+// and, where the driver implements them, drivers.Extender, Snapshotter, Cloner, Reverter and
+// Accessor, with one subtest per behaviour. A subtest that needs an interface the driver lacks is
+// skipped. Drivers that implement Accessor have their bytes checked: the data subtests write
+// patterns into 1 GiB volumes, copy them every way the driver can, and read back every written
+// byte of every copy, and samples of the unwritten ones. They need about 30 GiB of capacity in
+// the first pool (thick drivers count snapshots too).
 package drivertest
 
 import (
@@ -64,6 +69,21 @@ func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver) {
 		{"ExtendShrink", testExtendShrink},
 		{"ExtendMissing", testExtendMissing},
 		{"ExtendInvalidID", testExtendInvalidID},
+		{"SnapshotData", testSnapshotData},
+		{"SnapshotIdempotent", testSnapshotIdempotent},
+		{"SnapshotMissingVolume", testSnapshotMissingVolume},
+		{"DeleteSnapshotIdempotent", testDeleteSnapshotIdempotent},
+		{"StatSnapshot", testStatSnapshot},
+		{"CreateFromMissingSnapshot", testCreateFromMissingSnapshot},
+		{"CloneMissingSource", testCloneMissingSource},
+		{"CloneIdempotent", testCloneIdempotent},
+		{"CloneSmaller", testCloneSmaller},
+		{"RevertSizeMismatch", testRevertSizeMismatch},
+		{"RevertOtherVolumesSnapshot", testRevertOtherVolumesSnapshot},
+		{"RevertMissing", testRevertMissing},
+		{"SnapshotInvalidIDs", testSnapshotInvalidIDs},
+		{"DeviceBounds", testDeviceBounds},
+		{"ConcurrentSnapshotClone", testConcurrentSnapshotClone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

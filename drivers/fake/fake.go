@@ -1,6 +1,8 @@
-// Package fake is an in-memory storage driver for tests and the local stack. It keeps no bytes,
-// only volume records, provisions thick (a volume uses its whole size at once), and can be made
-// slow (Latency) or failing (Fail) to exercise the agent's timeouts, retries and rescheduling.
+// Package fake is an in-memory storage driver for tests and the local stack. It keeps volume
+// and snapshot records and the bytes written to them (sparsely: only the 1 MiB chunks written
+// hold memory), provisions thick (a volume or snapshot uses its whole size at once), and can be
+// made slow (Latency) or failing (Fail) to exercise the agent's timeouts, retries and
+// rescheduling.
 package fake
 
 import (
@@ -26,9 +28,20 @@ const (
 
 // Operations passed to Config.Fail.
 const (
-	OpCreate = "create"
-	OpDelete = "delete"
-	OpExtend = "extend"
+	OpCreate         = "create"
+	OpDelete         = "delete"
+	OpExtend         = "extend"
+	OpSnapshot       = "snapshot"        // CreateSnapshot; Fail gets the snapshot id
+	OpDeleteSnapshot = "delete_snapshot" // DeleteSnapshot; Fail gets the snapshot id
+	OpClone          = "clone"           // CloneVolume and CreateVolumeFromSnapshot; Fail gets the new volume's id
+	OpRevert         = "revert"          // RevertToSnapshot; Fail gets the volume id
+)
+
+const (
+	gib = 1 << 30
+	// chunkSize is the unit in which volume bytes are stored: a chunk is allocated on the
+	// first write into it.
+	chunkSize = 1 << 20
 )
 
 // validID is the pattern of volume ids, the same as every Basalt driver accepts.
@@ -42,13 +55,15 @@ type Config struct {
 	TotalCapacityGB float64
 	// BackendName is reported as volume_backend_name.
 	BackendName string
-	// Latency is how long every mutating call (create, delete, extend) waits before acting.
-	// The wait ends early, with ctx.Err(), when ctx is done.
+	// Latency is how long every mutating call (create, delete, extend, snapshot, delete
+	// snapshot, clone, revert) waits before acting. The wait ends early, with ctx.Err(), when
+	// ctx is done. Reads (Capabilities, Stat, StatSnapshot, OpenVolume, device I/O) do not wait.
 	Latency time.Duration
 	// Fail, if set, is called by every mutating call after its arguments are checked and its
-	// latency has passed, with the operation (OpCreate, OpDelete, OpExtend) and the volume id.
-	// A non-nil error is returned as is and the call changes nothing. Fail is called from many
-	// goroutines at once and must be safe for concurrent use.
+	// latency has passed, with the operation (one of the Op constants) and the id it acts on:
+	// the volume's, or the snapshot's for OpSnapshot and OpDeleteSnapshot. A non-nil error is
+	// returned as is and the call changes nothing. Fail is called from many goroutines at once
+	// and must be safe for concurrent use.
 	Fail func(op, id string) error
 }
 
@@ -83,18 +98,50 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Driver keeps volumes in memory. It is safe for concurrent use.
+// Driver keeps volumes and snapshots in memory. It is safe for concurrent use.
 type Driver struct {
 	cfg    Config
 	logger *slog.Logger
 
-	mu   sync.Mutex
-	vols map[string]basalt.VolumeSpec // by id
+	mu    sync.Mutex
+	vols  map[string]*volume   // by id
+	snaps map[string]*snapshot // by id
+}
+
+// A volume is a volume's record and bytes.
+type volume struct {
+	spec basalt.VolumeSpec
+	data chunks
+}
+
+// A snapshot is a copy of a volume's bytes when it was taken.
+type snapshot struct {
+	volumeID string
+	pool     string
+	sizeGB   int
+	data     chunks
+}
+
+// chunks holds bytes sparsely: chunk i holds bytes [i*chunkSize, (i+1)*chunkSize), and a
+// missing chunk reads as zeros.
+type chunks map[int64][]byte
+
+// clone returns a deep copy of c.
+func (c chunks) clone() chunks {
+	out := make(chunks, len(c))
+	for i, b := range c {
+		out[i] = slices.Clone(b)
+	}
+	return out
 }
 
 var (
-	_ drivers.Driver   = (*Driver)(nil)
-	_ drivers.Extender = (*Driver)(nil)
+	_ drivers.Driver      = (*Driver)(nil)
+	_ drivers.Extender    = (*Driver)(nil)
+	_ drivers.Snapshotter = (*Driver)(nil)
+	_ drivers.Cloner      = (*Driver)(nil)
+	_ drivers.Reverter    = (*Driver)(nil)
+	_ drivers.Accessor    = (*Driver)(nil)
 )
 
 // New returns an empty fake driver. A nil logger discards logs.
@@ -107,11 +154,12 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, logger: logger.With("driver", "fake"), vols: map[string]basalt.VolumeSpec{}}, nil
+	return &Driver{cfg: cfg, logger: logger.With("driver", "fake"), vols: map[string]*volume{}, snaps: map[string]*snapshot{}}, nil
 }
 
-// Capabilities reports every pool: free capacity is total minus provisioned (thick provisioning).
-// It is safe for concurrent use and does not wait for Latency.
+// Capabilities reports every pool: provisioned capacity is the sizes of its volumes and
+// snapshots together, free capacity is total minus provisioned (thick provisioning), and
+// total_volumes counts volumes only. It is safe for concurrent use and does not wait for Latency.
 func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) {
 	if err := ctx.Err(); err != nil {
 		return basalt.BackendStats{}, err
@@ -143,12 +191,18 @@ func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) 
 	}, nil
 }
 
-// usage returns the GiB provisioned in pool and its number of volumes. d.mu must be held.
+// usage returns the GiB provisioned in pool (volumes and snapshots) and its number of volumes.
+// d.mu must be held.
 func (d *Driver) usage(pool string) (gb, n int) {
 	for _, v := range d.vols {
-		if v.Pool == pool {
-			gb += v.SizeGB
+		if v.spec.Pool == pool {
+			gb += v.spec.SizeGB
 			n++
+		}
+	}
+	for _, s := range d.snaps {
+		if s.pool == pool {
+			gb += s.sizeGB
 		}
 	}
 	return gb, n
@@ -165,6 +219,40 @@ func (d *Driver) free(pool string) float64 {
 // pool, EOVERLIMIT when the pool's free capacity is less than v.SizeGB, ctx.Err() if ctx is done
 // before Latency has passed, and Fail's error if it fails. It is safe for concurrent use.
 func (d *Driver) CreateVolume(ctx context.Context, v basalt.VolumeSpec) error {
+	if err := d.checkSpec(v); err != nil {
+		return err
+	}
+	if err := d.act(ctx, OpCreate, v.ID); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if done, err := d.checkCreate(v); done || err != nil {
+		return err
+	}
+	d.vols[v.ID] = &volume{spec: v, data: chunks{}}
+	d.logger.InfoContext(ctx, "volume created", "volume_id", v.ID, "size_gb", v.SizeGB, "pool", v.Pool)
+	return nil
+}
+
+// checkCreate returns done for a volume v that exists as v, ECONFLICT for one that exists
+// otherwise, and EOVERLIMIT when v's pool lacks v.SizeGB. d.mu must be held.
+func (d *Driver) checkCreate(v basalt.VolumeSpec) (done bool, err error) {
+	if have, ok := d.vols[v.ID]; ok {
+		if have.spec != v {
+			return false, basalt.Errorf(basalt.ECONFLICT, "Volume %s exists with size %d GiB in pool %q, not %d GiB in pool %q.",
+				v.ID, have.spec.SizeGB, have.spec.Pool, v.SizeGB, v.Pool)
+		}
+		return true, nil
+	}
+	if free := d.free(v.Pool); float64(v.SizeGB) > free {
+		return false, basalt.Errorf(basalt.EOVERLIMIT, "Requested volume size %d GiB exceeds the %.2f GiB free in pool %q.", v.SizeGB, free, v.Pool)
+	}
+	return false, nil
+}
+
+// checkSpec returns EINVALID for a bad id, size or pool.
+func (d *Driver) checkSpec(v basalt.VolumeSpec) error {
 	if err := checkID(v.ID); err != nil {
 		return err
 	}
@@ -174,28 +262,11 @@ func (d *Driver) CreateVolume(ctx context.Context, v basalt.VolumeSpec) error {
 	if !d.hasPool(v.Pool) {
 		return basalt.Errorf(basalt.EINVALID, "Invalid pool %q: backend %q has pools %q.", v.Pool, d.cfg.BackendName, d.cfg.Pools)
 	}
-	if err := d.act(ctx, OpCreate, v.ID); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if have, ok := d.vols[v.ID]; ok {
-		if have != v {
-			return basalt.Errorf(basalt.ECONFLICT, "Volume %s exists with size %d GiB in pool %q, not %d GiB in pool %q.",
-				v.ID, have.SizeGB, have.Pool, v.SizeGB, v.Pool)
-		}
-		return nil
-	}
-	if free := d.free(v.Pool); float64(v.SizeGB) > free {
-		return basalt.Errorf(basalt.EOVERLIMIT, "Requested volume size %d GiB exceeds the %.2f GiB free in pool %q.", v.SizeGB, free, v.Pool)
-	}
-	d.vols[v.ID] = v
-	d.logger.InfoContext(ctx, "volume created", "volume_id", v.ID, "size_gb", v.SizeGB, "pool", v.Pool)
 	return nil
 }
 
-// DeleteVolume forgets volume id. Deleting a missing volume returns nil. It returns EINVALID for
-// a bad id, ctx.Err() if ctx is done before Latency has passed, and Fail's error if it fails. It
+// DeleteVolume forgets volume id and its bytes. Deleting a missing volume returns nil. The
+// volume's snapshots are independent copies and stay. It returns EINVALID for a bad id, ctx.Err() if ctx is done before Latency has passed, and Fail's error if it fails. It
 // is safe for concurrent use.
 func (d *Driver) DeleteVolume(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
@@ -228,10 +299,10 @@ func (d *Driver) Stat(ctx context.Context, id string) (basalt.VolumeSpec, error)
 	if !ok {
 		return basalt.VolumeSpec{}, notFound(id)
 	}
-	return v, nil
+	return v.spec, nil
 }
 
-// ExtendVolume grows volume id to newSizeGB GiB. Extending to the current size returns nil. It
+// ExtendVolume grows volume id to newSizeGB GiB, keeping its bytes. Extending to the current size returns nil. It
 // returns EINVALID for a bad id or a smaller size, ENOTFOUND for a missing volume, EOVERLIMIT
 // when the pool lacks the added capacity, ctx.Err() if ctx is done before Latency has passed,
 // and Fail's error if it fails. It is safe for concurrent use.
@@ -248,18 +319,17 @@ func (d *Driver) ExtendVolume(ctx context.Context, id string, newSizeGB int) err
 	switch {
 	case !ok:
 		return notFound(id)
-	case newSizeGB == v.SizeGB:
+	case newSizeGB == v.spec.SizeGB:
 		return nil
-	case newSizeGB < v.SizeGB:
-		return basalt.Errorf(basalt.EINVALID, "New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, newSizeGB)
+	case newSizeGB < v.spec.SizeGB:
+		return basalt.Errorf(basalt.EINVALID, "New size for extend must be greater than current size. (current: %d, extended: %d).", v.spec.SizeGB, newSizeGB)
 	}
-	if free := d.free(v.Pool); float64(newSizeGB-v.SizeGB) > free {
+	if free := d.free(v.spec.Pool); float64(newSizeGB-v.spec.SizeGB) > free {
 		return basalt.Errorf(basalt.EOVERLIMIT, "Extending volume %s by %d GiB exceeds the %.2f GiB free in pool %q.",
-			id, newSizeGB-v.SizeGB, free, v.Pool)
+			id, newSizeGB-v.spec.SizeGB, free, v.spec.Pool)
 	}
-	old := v.SizeGB
-	v.SizeGB = newSizeGB
-	d.vols[id] = v
+	old := v.spec.SizeGB
+	v.spec.SizeGB = newSizeGB
 	d.logger.InfoContext(ctx, "volume extended", "volume_id", id, "old_size_gb", old, "size_gb", newSizeGB)
 	return nil
 }
@@ -297,8 +367,19 @@ func checkID(id string) error {
 	return nil
 }
 
+func checkSnapshotID(id string) error {
+	if !validID.MatchString(id) {
+		return basalt.Errorf(basalt.EINVALID, "Invalid snapshot id %+q: use 1 to 64 letters, digits, '-' or '_'.", id)
+	}
+	return nil
+}
+
 func notFound(id string) error {
 	return basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", id)
+}
+
+func snapshotNotFound(id string) error {
+	return basalt.Errorf(basalt.ENOTFOUND, "Snapshot %s could not be found.", id)
 }
 
 // ErrInjected is the error FailOn injects when given none.

@@ -76,6 +76,15 @@ func TestLatency(t *testing.T) {
 	}{
 		{"CreateVolume", func(ctx context.Context) error { return d.CreateVolume(ctx, spec) }},
 		{"ExtendVolume", func(ctx context.Context) error { return d.ExtendVolume(ctx, spec.ID, 2) }},
+		{"CreateSnapshot", func(ctx context.Context) error { return d.CreateSnapshot(ctx, spec.ID, "s1") }},
+		{"CloneVolume", func(ctx context.Context) error {
+			return d.CloneVolume(ctx, basalt.VolumeSpec{ID: "v2", SizeGB: 2, Pool: "pool"}, spec.ID)
+		}},
+		{"CreateVolumeFromSnapshot", func(ctx context.Context) error {
+			return d.CreateVolumeFromSnapshot(ctx, basalt.VolumeSpec{ID: "v3", SizeGB: 2, Pool: "pool"}, "s1")
+		}},
+		{"RevertToSnapshot", func(ctx context.Context) error { return d.RevertToSnapshot(ctx, spec.ID, "s1") }},
+		{"DeleteSnapshot", func(ctx context.Context) error { return d.DeleteSnapshot(ctx, "s1") }},
 		{"DeleteVolume", func(ctx context.Context) error { return d.DeleteVolume(ctx, spec.ID) }},
 	}
 	for _, c := range calls {
@@ -95,8 +104,19 @@ func TestLatency(t *testing.T) {
 	if _, err := d.Stat(t.Context(), spec.ID); basalt.ErrorCode(err) != basalt.ENOTFOUND {
 		t.Fatalf("Stat(%q) after delete = %v, want code %q", spec.ID, err, basalt.ENOTFOUND)
 	}
+	if _, err := d.StatSnapshot(t.Context(), "s1"); basalt.ErrorCode(err) != basalt.ENOTFOUND {
+		t.Fatalf("StatSnapshot(%q) after delete = %v, want code %q", "s1", err, basalt.ENOTFOUND)
+	}
+	dev, err := d.OpenVolume(t.Context(), "v2")
+	if err != nil {
+		t.Fatalf("OpenVolume(%q) = %v, want nil", "v2", err)
+	}
+	if _, err := dev.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatalf("WriteAt = %v, want nil", err)
+	}
+	dev.Close()
 	if took := time.Since(start); took >= latency {
-		t.Errorf("Capabilities and Stat took %v, want less than latency %v", took, latency)
+		t.Errorf("Capabilities, Stat, StatSnapshot, OpenVolume and WriteAt took %v, want less than latency %v", took, latency)
 	}
 }
 

@@ -4,6 +4,13 @@
 // A volume id maps to <Dir>/volume-<id>, a file of exactly the volume's size in GiB made with
 // truncate, never by writing zeros: space is used only where data is written. The backend has
 // one pool; capacity comes from the filesystem holding Dir.
+//
+// A snapshot id maps to <Dir>/snapshot-<id>, an independent copy of the volume's file, and
+// <Dir>/snapshot-<id>.json, a sidecar naming the volume it was taken from. Snapshots and clones
+// share extents with their source (reflink, FICLONE) where the filesystem can (btrfs, xfs with
+// reflink=1), which is instant and takes no space until either file is written; elsewhere they
+// are sparse copies that copy only the data ranges and leave holes as holes. See
+// docs/drivers.md.
 package file
 
 import (
@@ -17,8 +24,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/basalt-storage/basalt"
@@ -37,7 +46,11 @@ const (
 	// maxSizeGB is the largest size whose byte count fits in an int64.
 	maxSizeGB = math.MaxInt64 / gib
 
-	volumePrefix = "volume-"
+	volumePrefix   = "volume-"
+	snapshotPrefix = "snapshot-"
+	// sidecarSuffix ends the name of a snapshot's sidecar, snapshot-<id>.json. validID admits
+	// no dot, so a sidecar's name is never that of a volume or a snapshot.
+	sidecarSuffix = ".json"
 	// tempPrefix starts the names of files being created; New removes any it finds.
 	tempPrefix = ".creating-"
 	lockName   = ".lock"
@@ -58,6 +71,11 @@ type Config struct {
 	ReservedPercentage int
 	// MaxOverSubscriptionRatio bounds thin provisioning, >= 1. Default 20.
 	MaxOverSubscriptionRatio float64
+	// DisableReflink makes snapshots and clones sparse copies of the data even on a filesystem
+	// that can share extents. Shared extents make a copy instant and free until either file is
+	// written, but a damaged extent then damages every file that shares it. Default false:
+	// reflink where the filesystem supports it.
+	DisableReflink bool
 }
 
 func (c *Config) setDefaults() {
@@ -91,19 +109,32 @@ type Driver struct {
 	cfg    Config
 	logger *slog.Logger
 	lock   *os.File // holds the flock on Dir
-	// locks serialize mutations of one id (striped by hash): create, extend and delete of the
-	// same volume never interleave, while distinct volumes mostly proceed in parallel.
-	locks [64]sync.Mutex
+	// reflink reports that New found the filesystem able to clone files (FICLONE) and
+	// cfg.DisableReflink is false.
+	reflink bool
+	// copied counts the bytes that snapshots, clones and reverts copied (reflinks copy none).
+	copied atomic.Int64
+	// locks serialize mutations of one file name (striped by hash): create, extend and delete
+	// of the same volume never interleave, and the source of a copy (a snapshot's volume, a
+	// clone's source) is read-locked so that it does not change while it is copied. Distinct
+	// volumes mostly proceed in parallel.
+	locks [64]sync.RWMutex
 }
 
 var (
-	_ drivers.Driver   = (*Driver)(nil)
-	_ drivers.Extender = (*Driver)(nil)
+	_ drivers.Driver      = (*Driver)(nil)
+	_ drivers.Extender    = (*Driver)(nil)
+	_ drivers.Snapshotter = (*Driver)(nil)
+	_ drivers.Cloner      = (*Driver)(nil)
+	_ drivers.Reverter    = (*Driver)(nil)
+	_ drivers.Accessor    = (*Driver)(nil)
 )
 
 // New returns a driver on cfg.Dir, creating the directory if needed. It locks the directory
-// against other processes (a second Driver on the same Dir fails with EUNAVAILABLE) and removes
-// temporary files left by creates that crashed. A nil logger discards logs.
+// against other processes (a second Driver on the same Dir fails with EUNAVAILABLE), removes
+// temporary files left by creates that crashed and sidecars of snapshots that never appeared,
+// and tries to clone a small file to learn whether the filesystem supports reflink (logged, and
+// reported as the capability "reflink"). A nil logger discards logs.
 func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -136,6 +167,14 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 		d.Close()
 		return nil, err
 	}
+	if cfg.DisableReflink {
+		d.logger.Info("reflink disabled: snapshots and clones are sparse copies", "dir", dir)
+	} else if err := d.probeReflink(); err != nil {
+		d.logger.Info("reflink unavailable: snapshots and clones are sparse copies", "dir", dir, "reason", err)
+	} else {
+		d.reflink = true
+		d.logger.Info("reflink available: snapshots and clones share extents", "dir", dir)
+	}
 	return d, nil
 }
 
@@ -144,22 +183,37 @@ func (d *Driver) Close() error {
 	return d.lock.Close() // closing the descriptor releases the flock
 }
 
-// removeTemps deletes the temporary files of creates that did not finish.
+// removeTemps deletes the temporary files of creates that did not finish, and the sidecars of
+// snapshots whose create did not finish or whose delete did not.
 func (d *Driver) removeTemps() error {
 	entries, err := os.ReadDir(d.cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("file driver: read dir: %w", err)
 	}
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), tempPrefix) {
+		name := e.Name()
+		if !strings.HasPrefix(name, tempPrefix) && !d.orphanSidecar(name) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(d.cfg.Dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("file driver: remove leftover %s: %w", e.Name(), err)
+		if err := os.Remove(filepath.Join(d.cfg.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("file driver: remove leftover %s: %w", name, err)
 		}
-		d.logger.Warn("removed leftover of an unfinished create", "file", e.Name())
+		d.logger.Warn("removed leftover of an unfinished create or delete", "file", name)
 	}
 	return nil
+}
+
+// orphanSidecar reports whether name is the sidecar of a snapshot whose file does not exist.
+func (d *Driver) orphanSidecar(name string) bool {
+	id, ok := strings.CutPrefix(name, snapshotPrefix)
+	if !ok {
+		return false
+	}
+	if id, ok = strings.CutSuffix(id, sidecarSuffix); !ok || !validID.MatchString(id) {
+		return false
+	}
+	_, err := os.Lstat(filepath.Join(d.cfg.Dir, snapshotPrefix+id))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // Path returns the path of volume id's file, for exports. It returns EINVALID for an invalid id
@@ -184,32 +238,76 @@ func (d *Driver) path(id string) (string, error) {
 }
 
 // size returns the size in GiB of the volume file at p, or ENOTFOUND.
-func (d *Driver) size(id, p string) (int, error) {
+func (d *Driver) size(id, p string) (int, error) { return fileSize("Volume", id, p) }
+
+// fileSize returns the size in GiB of the volume or snapshot file at p, or ENOTFOUND naming
+// kind ("Volume" or "Snapshot") and id.
+func fileSize(kind, id, p string) (int, error) {
 	fi, err := os.Lstat(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return 0, notFound(id)
+		return 0, basalt.Errorf(basalt.ENOTFOUND, "%s %s could not be found.", kind, id)
 	case err != nil:
-		return 0, fmt.Errorf("stat volume %s: %w", id, err)
+		return 0, fmt.Errorf("stat %s %s: %w", strings.ToLower(kind), id, err)
 	case !fi.Mode().IsRegular():
-		return 0, fmt.Errorf("stat volume %s: %s is not a regular file", id, p)
+		return 0, fmt.Errorf("stat %s %s: %s is not a regular file", strings.ToLower(kind), id, p)
 	case fi.Size()%gib != 0:
-		return 0, fmt.Errorf("stat volume %s: file size %d is not a whole number of GiB", id, fi.Size())
+		return 0, fmt.Errorf("stat %s %s: file size %d is not a whole number of GiB", strings.ToLower(kind), id, fi.Size())
 	}
 	return int(fi.Size() / gib), nil
 }
 
-func notFound(id string) error {
-	return basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", id)
-}
-
-// lockID locks the stripe of id and returns its unlock.
-func (d *Driver) lockID(id string) (unlock func()) {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	m := &d.locks[h.Sum32()%uint32(len(d.locks))]
-	m.Lock()
-	return m.Unlock
+// lockFiles locks the stripes of the named files, exclusively for the names in write and shared
+// for those in read, and returns the unlock. It takes the stripes in order and each once, so
+// callers locking several names never deadlock; a stripe that any write name maps to is
+// exclusive.
+func (d *Driver) lockFiles(write []string, read ...string) (unlock func()) {
+	type stripe struct {
+		i         int
+		exclusive bool
+	}
+	stripes := make([]stripe, 0, len(write)+len(read))
+	add := func(name string, exclusive bool) {
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		stripes = append(stripes, stripe{int(h.Sum32() % uint32(len(d.locks))), exclusive})
+	}
+	for _, name := range write {
+		add(name, true)
+	}
+	for _, name := range read {
+		add(name, false)
+	}
+	// Sort by stripe, exclusive first, and keep the first of each stripe.
+	slices.SortFunc(stripes, func(a, b stripe) int {
+		if a.i != b.i {
+			return a.i - b.i
+		}
+		if a.exclusive == b.exclusive {
+			return 0
+		}
+		if a.exclusive {
+			return -1
+		}
+		return 1
+	})
+	stripes = slices.CompactFunc(stripes, func(a, b stripe) bool { return a.i == b.i })
+	for _, s := range stripes {
+		if s.exclusive {
+			d.locks[s.i].Lock()
+		} else {
+			d.locks[s.i].RLock()
+		}
+	}
+	return func() {
+		for _, s := range slices.Backward(stripes) {
+			if s.exclusive {
+				d.locks[s.i].Unlock()
+			} else {
+				d.locks[s.i].RUnlock()
+			}
+		}
+	}
 }
 
 // checkSize returns EINVALID for a size below 1 GiB and EOVERLIMIT for one no file can have.
@@ -224,8 +322,10 @@ func checkSize(gb int) error {
 }
 
 // Capabilities reports the single pool: total and free capacity of the filesystem holding Dir
-// (free as available to unprivileged users), rounded to 2 decimals; provisioned capacity and
-// count of the volume files. It is safe for concurrent use and does not modify anything.
+// (free as available to unprivileged users, so it counts the space snapshots use), rounded to 2
+// decimals; provisioned capacity as the sizes of the volume and snapshot files together; the
+// count of volume files (snapshots are not volumes); and in Extra, "reflink": whether snapshots
+// and clones share extents. It is safe for concurrent use and does not modify anything.
 func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) {
 	if err := ctx.Err(); err != nil {
 		return basalt.BackendStats{}, err
@@ -242,8 +342,11 @@ func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) 
 	var provisioned int64
 	var count int
 	for _, e := range entries {
-		id, ok := strings.CutPrefix(e.Name(), volumePrefix)
-		if !ok || !validID.MatchString(id) || !e.Type().IsRegular() {
+		id, isVolume := strings.CutPrefix(e.Name(), volumePrefix)
+		if !isVolume {
+			id, _ = strings.CutPrefix(e.Name(), snapshotPrefix)
+		}
+		if id == e.Name() || !validID.MatchString(id) || !e.Type().IsRegular() {
 			continue
 		}
 		fi, err := e.Info()
@@ -253,7 +356,9 @@ func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) 
 			return basalt.BackendStats{}, fmt.Errorf("capabilities: %w", err)
 		}
 		provisioned += fi.Size()
-		count++
+		if isVolume {
+			count++
+		}
 	}
 	return basalt.BackendStats{
 		VolumeBackendName: d.cfg.BackendName,
@@ -270,6 +375,7 @@ func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) 
 			ThinProvisioningSupport:  true,
 			ThickProvisioningSupport: false,
 			TotalVolumes:             count,
+			Extra:                    map[string]any{"reflink": d.reflink},
 		}},
 	}, nil
 }
@@ -296,7 +402,7 @@ func (d *Driver) CreateVolume(ctx context.Context, v basalt.VolumeSpec) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer d.lockID(v.ID)()
+	defer d.lockFiles([]string{volumePrefix + v.ID})()
 
 	switch have, err := d.size(v.ID, p); {
 	case err == nil && have == v.SizeGB:
@@ -355,9 +461,11 @@ func (d *Driver) syncDir() error {
 	return err
 }
 
-// DeleteVolume removes volume id's file. Deleting a missing volume returns nil. It returns
-// EINVALID for a bad id and ctx.Err() if ctx is done before it starts. It is safe for concurrent
-// use.
+// DeleteVolume removes volume id's file. Deleting a missing volume returns nil. The volume's
+// snapshots are independent files and stay: they can still be cloned from or deleted (refusing
+// to delete a volume that has snapshots is the control plane's policy, not the driver's). It
+// returns EINVALID for a bad id and ctx.Err() if ctx is done before it starts. It is safe for
+// concurrent use.
 func (d *Driver) DeleteVolume(ctx context.Context, id string) error {
 	p, err := d.path(id)
 	if err != nil {
@@ -366,7 +474,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer d.lockID(id)()
+	defer d.lockFiles([]string{volumePrefix + id})()
 	switch err := os.Remove(p); {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
@@ -409,7 +517,7 @@ func (d *Driver) ExtendVolume(ctx context.Context, id string, newSizeGB int) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer d.lockID(id)()
+	defer d.lockFiles([]string{volumePrefix + id})()
 	have, err := d.size(id, p)
 	switch {
 	case err != nil:

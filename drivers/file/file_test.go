@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -21,23 +22,38 @@ const gib = 1 << 30
 // the test ends that nothing was created in the root outside the volume directory.
 func newDriver(t *testing.T) *file.Driver {
 	t.Helper()
-	root := t.TempDir()
-	dir := filepath.Join(root, "a", "b", "volumes")
-	d, err := file.New(file.Config{Dir: dir, BackendName: "file-test"}, nil)
+	return newDriverIn(t, t.TempDir(), file.Config{})
+}
+
+// newDriverIn returns a driver configured as cfg on a directory nested in root, and checks when
+// the test ends that nothing was created in root outside the volume directory, that no
+// temporary file is left in it, and removes it.
+func newDriverIn(t testing.TB, root string, cfg file.Config) *file.Driver {
+	t.Helper()
+	dir, err := os.MkdirTemp(root, "a")
 	if err != nil {
-		t.Fatalf("New(Dir: %s) = %v, want nil", dir, err)
+		t.Fatal(err)
+	}
+	cfg.Dir = filepath.Join(dir, "b", "volumes")
+	cfg.BackendName = "file-test"
+	d, err := file.New(cfg, nil)
+	if err != nil {
+		t.Fatalf("New(Dir: %s) = %v, want nil", cfg.Dir, err)
 	}
 	t.Cleanup(func() {
 		if err := d.Close(); err != nil {
 			t.Errorf("Close() = %v, want nil", err)
 		}
-		checkConfined(t, root, dir)
+		checkConfined(t, dir, cfg.Dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("RemoveAll(%s) = %v", dir, err)
+		}
 	})
 	return d
 }
 
 // checkConfined fails the test if root holds anything but the path down to dir and dir's files.
-func checkConfined(t *testing.T, root, dir string) {
+func checkConfined(t testing.TB, root, dir string) {
 	t.Helper()
 	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -47,6 +63,9 @@ func checkConfined(t *testing.T, root, dir string) {
 			return nil // an ancestor of dir, or dir itself
 		}
 		if filepath.Dir(p) == dir && e.Type().IsRegular() {
+			if strings.HasPrefix(e.Name(), file.TempPrefix) {
+				t.Errorf("driver left the temporary file %s", p)
+			}
 			return nil
 		}
 		t.Errorf("driver left %s outside its directory %s", p, dir)

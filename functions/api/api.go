@@ -329,6 +329,15 @@ func (f *Fault) Error() string { return f.Message }
 // GetStatus implements huma.StatusError.
 func (f *Fault) GetStatus() int { return f.status }
 
+// GetHeaders implements huma.HeadersError: an overLimit fault carries Retry-After, as Cinder's.
+func (f *Fault) GetHeaders() http.Header {
+	h := http.Header{}
+	if f.RetryAfter != "" {
+		h.Set("Retry-After", f.RetryAfter)
+	}
+	return h
+}
+
 // MarshalJSON wraps the fault in its name.
 func (f *Fault) MarshalJSON() ([]byte, error) {
 	type plain Fault

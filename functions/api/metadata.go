@@ -141,7 +141,7 @@ func (s *Server) registerMetadata(coll, noun string, m metadataStore) {
 			return &MetaItemOutput{Body: in.Body}, nil
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "delete-" + noun + "-metadata-item", Method: http.MethodDelete, Path: base + "/{key}",
-		Summary: "Delete one metadata item of a " + noun, Tags: tag},
+		Summary: "Delete one metadata item of a " + noun, Tags: tag, DefaultStatus: http.StatusOK},
 		func(ctx context.Context, in *MetaKeyInput) (*struct{}, error) {
 			return nil, fault(m.del(ctx, in.ID, in.Key))
 		})

@@ -97,3 +97,47 @@ func BenchmarkPlace(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPlaceSet places the same request as BenchmarkPlace on pools prepared once
+// (Prepare outside the loop), then the same without the weights PlaceSet keeps.
+func BenchmarkPlaceSet(b *testing.B) {
+	r := benchRequest()
+	for _, omit := range []bool{false, true} {
+		s, err := New(Config{OmitWeights: omit})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range []int{10, 100, 1000, 10000} {
+			set := s.Prepare(benchPools(n))
+			d := s.PlaceSet(r, set)
+			name := fmt.Sprintf("pools=%d", n)
+			if omit {
+				name = fmt.Sprintf("omit-weights/pools=%d", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					s.PlaceSet(r, set)
+				}
+				b.ReportMetric(float64(len(d.Ranked)), "candidates")
+			})
+		}
+	}
+}
+
+// BenchmarkPrepare prepares 1000 and 10000 pools for the default configuration.
+func BenchmarkPrepare(b *testing.B) {
+	s, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1000, 10000} {
+		pools := benchPools(n)
+		b.Run(fmt.Sprintf("pools=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Prepare(pools)
+			}
+		})
+	}
+}

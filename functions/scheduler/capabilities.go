@@ -35,33 +35,36 @@ func (CapabilitiesFilter) Name() string { return "CapabilitiesFilter" }
 
 // Fits reports whether p satisfies r.Type's extra specs.
 func (f CapabilitiesFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	return f.fits(newQuery(r, ratioConfig{}), p, nil)
+	return fitsOne(f, newQuery(r, ratioConfig{}), p)
 }
 
-func (CapabilitiesFilter) fits(q *query, p *basalt.Pool, _ *poolView) (bool, string) {
-	caps := p.Capabilities
-	if q.extend && q.r.Attached {
-		if ok, isBool := caps[keyOnlineExt].(bool); isBool && !ok {
-			return false, "online_extend_support is false and the volume is attached"
+func (CapabilitiesFilter) pass(q *query, i int) bool {
+	if q.extend && q.r.Attached && q.set.info[i].noOnlineExt {
+		return false
+	}
+	for j := range q.specs {
+		val := q.cols[j].vals[i]
+		if _, absent := val.(absentT); absent || !q.specs[j].matchAny(val) {
+			return false
 		}
 	}
-	for i := range q.specs {
-		sp := &q.specs[i]
-		var val any = map[string]any(caps)
-		for _, part := range sp.path {
-			m, ok := asMap(val)
-			if ok {
-				val, ok = m[part]
-			}
-			if !ok {
-				return false, "missing capability " + strconv.Quote(sp.key)
-			}
+	return true
+}
+
+func (CapabilitiesFilter) why(q *query, i int) string {
+	if q.extend && q.r.Attached && q.set.info[i].noOnlineExt {
+		return "online_extend_support is false and the volume is attached"
+	}
+	for j := range q.specs {
+		sp, val := &q.specs[j], q.cols[j].vals[i]
+		if _, absent := val.(absentT); absent {
+			return "missing capability " + strconv.Quote(sp.key)
 		}
 		if !sp.matchAny(val) {
-			return false, sp.key + " " + showCap(val) + " does not match " + strconv.Quote(sp.req)
+			return sp.key + " " + showCap(val) + " does not match " + strconv.Quote(sp.req)
 		}
 	}
-	return true, ""
+	return ""
 }
 
 func asMap(v any) (map[string]any, bool) {
@@ -153,6 +156,7 @@ func opNamed(word string) (op, bool) {
 type spec struct {
 	key   string   // the extra spec key, as written
 	path  []string // capability keys to walk
+	col   colKey   // the path, naming the PoolSet column of its values
 	req   string   // the extra spec value, as written
 	op    op
 	words []string // the words after the operator
@@ -180,10 +184,14 @@ func compileSpecs(t *basalt.VolumeType) []spec {
 		if len(path) > 1 && path[0] != "capabilities" {
 			continue // scoped for someone else: provisioning:type, RESKEY:..., vendor:...
 		}
+		col := colKey{path: k}
 		if path[0] == "capabilities" {
 			path = path[1:]
+			col.path, col.root = strings.TrimPrefix(k, "capabilities:"), len(path) == 0
 		}
-		specs = append(specs, parseSpec(k, path, t.ExtraSpecs[k]))
+		sp := parseSpec(k, path, t.ExtraSpecs[k])
+		sp.col = col
+		specs = append(specs, sp)
 	}
 	return specs
 }

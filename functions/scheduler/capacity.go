@@ -284,65 +284,110 @@ func (CapacityFilter) Name() string { return "CapacityFilter" }
 
 // Fits reports whether p has capacity for r.SizeGB (the growth, for an extend).
 func (f CapacityFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	q := newQuery(r, ratioConfig{f.MaxOverSubscriptionRatio, f.AutoOverSubscription})
-	return f.fits(q, p, new(poolView))
+	return fitsOne(f, newQuery(r, ratioConfig{f.MaxOverSubscriptionRatio, f.AutoOverSubscription}), p)
 }
 
-func (CapacityFilter) fits(q *query, p *basalt.Pool, v *poolView) (bool, string) {
+// capVerdict is CapacityFilter's decision on a pool: pass, or which check failed.
+type capVerdict uint8
+
+const (
+	capPass             capVerdict = iota
+	capNullFree                    // free_capacity_gb null
+	capReserved                    // reserved_percentage unreadable
+	capInfiniteReserved            // infinite/unknown total with a reserved percentage
+	capNoTotal                     // total <= 0
+	capUnusable                    // a value the arithmetic needs is unreadable
+	capThinZero                    // thin available capacity rounds to 0
+	capProvRatio                   // provisioned ratio above the max over-subscription ratio
+	capRatioBelowOne               // thin with a ratio < 1
+	capShort                       // virtual free below the request
+)
+
+func (f CapacityFilter) pass(q *query, i int) bool {
+	return f.verdict(q, &q.set.info[i]) == capPass
+}
+
+// verdict is capacity_filter.py's backend_passes, deciding only.
+func (CapacityFilter) verdict(q *query, in *poolInfo) capVerdict {
 	requested := q.requested
 	if requested == 0 {
-		return true, "" // a manage request, or an extend by nothing
+		return capPass // a manage request, or an extend by nothing
 	}
-	c := v.capacity(q, p)
+	c := &in.c
 	switch {
 	case c.freeKind == capNull:
-		return false, "free capacity unknown (null)"
+		return capNullFree
 	case c.reservedProblem != noProblem:
-		return false, c.reservedProblem.reason(p.Capabilities)
+		return capReserved
 	case c.freeKind == capInfinite:
-		return true, ""
+		return capPass
 	case c.totalKind == capInfinite:
 		if c.reserved/100 == 0 {
-			return true, ""
+			return capPass
 		}
-		return false, fmt.Sprintf("total capacity %s with %s%% reserved", p.Capabilities[keyTotal], num(c.reserved))
+		return capInfiniteReserved
 	case c.totalKind == capNumber && c.total <= 0:
-		return false, "total capacity " + num(c.total) + " GiB"
+		return capNoTotal
 	}
-	if pr := c.unusable(q.thin); pr != noProblem {
-		return false, pr.reason(p.Capabilities)
+	if c.unusable(q.thin) != noProblem {
+		return capUnusable
 	}
 	thin := q.thin && c.thinSupport
-	fs := v.factors(q, p)
+	fs := in.factors(q.thin)
 	if thin && c.ratio >= 1 {
 		if fs.totalAvailable == 0 {
-			// Cinder divides by zero here.
-			return false, "thin available capacity rounds to 0 GiB"
+			return capThinZero // Cinder divides by zero here.
 		}
 		provRatio := (c.provisioned + requested) / fs.totalAvailable
 		if provRatio > c.ratio {
-			return false, fmt.Sprintf("provisioned ratio %s ((%s + %s GiB requested) / %s GiB available) > max_over_subscription_ratio %s",
-				weight(provRatio), num(c.provisioned), num(requested), num(fs.totalAvailable), num(c.ratio))
+			return capProvRatio
 		}
 	} else if thin {
-		return false, "max_over_subscription_ratio " + num(c.ratio) + " < 1"
+		return capRatioBelowOne
 	}
 	if fs.virtualFree < requested {
-		var buf [80]byte
-		b := strconv.AppendFloat(buf[:0], fs.virtualFree, 'f', -1, 64)
-		return false, string(append(b, q.shortSuffix...))
+		return capShort
 	}
-	return true, ""
+	return capPass
 }
 
-// limit is Candidate.Limit for a pool that passed CapacityFilter (see Candidate).
-func (CapacityFilter) limit(q *query, p *basalt.Pool, v *poolView) float64 {
-	c := v.capacity(q, p)
+func (f CapacityFilter) why(q *query, i int) string {
+	in, p := &q.set.info[i], &q.set.pools[i]
+	c, fs := &in.c, in.factors(q.thin)
+	switch f.verdict(q, in) {
+	case capNullFree:
+		return "free capacity unknown (null)"
+	case capReserved:
+		return c.reservedProblem.reason(p.Capabilities)
+	case capInfiniteReserved:
+		return fmt.Sprintf("total capacity %s with %s%% reserved", p.Capabilities[keyTotal], num(c.reserved))
+	case capNoTotal:
+		return "total capacity " + num(c.total) + " GiB"
+	case capUnusable:
+		return c.unusable(q.thin).reason(p.Capabilities)
+	case capThinZero:
+		return "thin available capacity rounds to 0 GiB"
+	case capProvRatio:
+		provRatio := (c.provisioned + q.requested) / fs.totalAvailable
+		return fmt.Sprintf("provisioned ratio %s ((%s + %s GiB requested) / %s GiB available) > max_over_subscription_ratio %s",
+			weight(provRatio), num(c.provisioned), num(q.requested), num(fs.totalAvailable), num(c.ratio))
+	case capRatioBelowOne:
+		return "max_over_subscription_ratio " + num(c.ratio) + " < 1"
+	case capShort:
+		return num(fs.virtualFree) + " GiB virtual free < " + num(q.requested) + " GiB requested"
+	}
+	return ""
+}
+
+// limit is Candidate.Limit for pool i, which passed CapacityFilter (see Candidate).
+func (CapacityFilter) limit(q *query, i int) float64 {
+	in := &q.set.info[i]
+	c := &in.c
 	if q.requested == 0 || c.freeKind == capInfinite || c.totalKind == capInfinite || c.unusable(q.thin) != noProblem {
 		return math.Inf(1)
 	}
 	thin := q.thin && c.thinSupport
-	fs := v.factors(q, p)
+	fs := in.factors(q.thin)
 	lim := c.provisioned + fs.virtualFree
 	if thin {
 		lim = math.Min(lim, float64(c.ratio*fs.totalAvailable))
@@ -372,11 +417,12 @@ func (CapacityWeigher) Name() string { return "CapacityWeigher" }
 // Weigh returns p's raw virtual free capacity in GiB.
 func (w CapacityWeigher) Weigh(r *Request, p *basalt.Pool) float64 {
 	q := newQuery(r, ratioConfig{w.MaxOverSubscriptionRatio, w.AutoOverSubscription})
-	return w.weigh(q, p, new(poolView))
+	return w.weigh(q.bindOne(p), 0)
 }
 
-func (w CapacityWeigher) weigh(q *query, p *basalt.Pool, v *poolView) float64 {
-	c := v.capacity(q, p)
+func (w CapacityWeigher) weigh(q *query, i int) float64 {
+	in := &q.set.info[i]
+	c := &in.c
 	if c.freeKind == capInfinite || c.totalKind == capInfinite || c.unusable(q.thin) != noProblem {
 		// infinite/unknown as Cinder; null and unreadable values, where Cinder raises, alike.
 		if w.Multiplier > 0 {
@@ -384,7 +430,7 @@ func (w CapacityWeigher) weigh(q *query, p *basalt.Pool, v *poolView) float64 {
 		}
 		return math.Inf(1)
 	}
-	return v.factors(q, p).virtualFree
+	return in.factors(q.thin).virtualFree
 }
 
 // adjust replaces infinite raw weights as CapacityWeigher.weigh_objects does, given the
@@ -434,9 +480,7 @@ func (AllocatedCapacityWeigher) Weigh(_ *Request, p *basalt.Pool) float64 {
 	return 0
 }
 
-func (w AllocatedCapacityWeigher) weigh(_ *query, p *basalt.Pool, _ *poolView) float64 {
-	return w.Weigh(nil, p)
-}
+func (AllocatedCapacityWeigher) weigh(q *query, i int) float64 { return q.set.info[i].allocated }
 
 // show formats a reported value for a reason.
 func show(v any) string {

@@ -21,21 +21,27 @@ func (AvailabilityZoneFilter) Name() string { return "AvailabilityZoneFilter" }
 
 // Fits reports whether p's zone is one r asks for.
 func (f AvailabilityZoneFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	return f.fits(newQuery(r, ratioConfig{}), p, nil)
+	return fitsOne(f, newQuery(r, ratioConfig{}), p)
 }
 
-func (AvailabilityZoneFilter) fits(q *query, p *basalt.Pool, _ *poolView) (bool, string) {
-	zone := p.Zone
+func (AvailabilityZoneFilter) pass(q *query, i int) bool {
+	return q.zoneOK[q.set.info[i].zone]
+}
+
+func (AvailabilityZoneFilter) why(q *query, i int) string {
+	zone := q.set.pools[i].Zone
 	if len(q.zones) > 0 {
-		if slices.Contains(q.zones, zone) {
-			return true, ""
-		}
-		return false, "zone " + strconv.Quote(zone) + " not in type zones [" + strings.Join(q.zones, " ") + "]"
+		return "zone " + strconv.Quote(zone) + " not in type zones [" + strings.Join(q.zones, " ") + "]"
 	}
-	if q.r.Zone != "" && q.r.Zone != zone {
-		return false, "zone " + strconv.Quote(zone) + " != requested zone " + strconv.Quote(q.r.Zone)
+	return "zone " + strconv.Quote(zone) + " != requested zone " + strconv.Quote(q.r.Zone)
+}
+
+// zoneFits reports whether AvailabilityZoneFilter passes a pool in zone.
+func (q *query) zoneFits(zone string) bool {
+	if len(q.zones) > 0 {
+		return slices.Contains(q.zones, zone)
 	}
-	return true, ""
+	return q.r.Zone == "" || q.r.Zone == zone
 }
 
 // IgnoreAttemptedHostsFilter rejects pools already tried for the request
@@ -52,14 +58,28 @@ func (IgnoreAttemptedHostsFilter) Name() string { return "IgnoreAttemptedHostsFi
 
 // Fits reports whether p has not been attempted for r.
 func (f IgnoreAttemptedHostsFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
-	return f.fits(newQuery(r, ratioConfig{}), p, nil)
+	return fitsOne(f, newQuery(r, ratioConfig{}), p)
 }
 
-func (IgnoreAttemptedHostsFilter) fits(q *query, p *basalt.Pool, _ *poolView) (bool, string) {
-	for _, a := range q.r.Attempted {
-		if a == p.Name || a == p.Backend && !strings.Contains(a, "#") {
-			return false, a + " already attempted"
+func (IgnoreAttemptedHostsFilter) pass(q *query, i int) bool {
+	return q.attemptedBy(i) < 0
+}
+
+func (IgnoreAttemptedHostsFilter) why(q *query, i int) string {
+	return q.attempted[q.attemptedBy(i)].name + " already attempted"
+}
+
+// attemptedBy returns the index of the first entry of Request.Attempted naming pool i or its
+// backend, or -1.
+func (q *query) attemptedBy(i int) int {
+	if len(q.attempted) == 0 {
+		return -1
+	}
+	p := &q.set.pools[i]
+	for n, a := range q.attempted {
+		if a.name == p.Name || a.backend && a.name == p.Backend {
+			return n
 		}
 	}
-	return true, ""
+	return -1
 }

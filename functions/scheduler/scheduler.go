@@ -54,16 +54,19 @@ type Weigher interface {
 	Weigh(r *Request, p *basalt.Pool) float64
 }
 
-// The built-ins also implement these: they share one parse of the request and of each pool's
-// capacity per Place.
+// The built-ins also implement these: they read the pools of a PoolSet, prepared once, by
+// index, and format a rejection's reason only when it is asked for.
 type (
 	filter interface {
 		Filter
-		fits(q *query, p *basalt.Pool, v *poolView) (bool, string)
+		// pass reports whether pool i of q's set can take the request. It formats nothing.
+		pass(q *query, i int) bool
+		// why says, with numbers, why pass rejected pool i.
+		why(q *query, i int) string
 	}
 	weigher interface {
 		Weigher
-		weigh(q *query, p *basalt.Pool, v *poolView) float64
+		weigh(q *query, i int) float64
 	}
 	// adjuster rewrites a weigher's raw values across all candidates before normalization
 	// and returns the new minimum and maximum.
@@ -72,17 +75,29 @@ type (
 	}
 )
 
-// query is a Request parsed once. It is read-only once built.
+// query is a Request parsed once, bound to the PoolSet it is placed on. It is read-only once
+// built.
 type query struct {
-	r           *Request
-	extend      bool
-	requested   float64  // GiB asked for: the size, or the growth of an extend
-	thin        bool     // provisioning:type is not "thick"
-	zones       []string // RESKEY:availability_zones
-	specs       []spec   // extra specs CapabilitiesFilter checks
-	idHash      uint64
-	ratio       ratioConfig
-	shortSuffix string // " GiB virtual free < N GiB requested"
+	r         *Request
+	extend    bool
+	requested float64  // GiB asked for: the size, or the growth of an extend
+	thin      bool     // provisioning:type is not "thick"
+	zones     []string // RESKEY:availability_zones
+	specs     []spec   // extra specs CapabilitiesFilter checks
+	idHash    uint64
+	ratio     ratioConfig
+	attempted []attempt // Request.Attempted
+
+	// Set by bind.
+	set    *PoolSet
+	cols   []*column // per spec: the capability values it compares
+	zoneOK []bool    // per zone of the set: AvailabilityZoneFilter passes it
+}
+
+// attempt is an entry of Request.Attempted.
+type attempt struct {
+	name    string
+	backend bool // names a backend (no '#'): all its pools
 }
 
 func newQuery(r *Request, g ratioConfig) *query {
@@ -97,41 +112,50 @@ func newQuery(r *Request, g ratioConfig) *query {
 		idHash:    fnv64(r.ID),
 		ratio:     g,
 	}
-	q.shortSuffix = " GiB virtual free < " + num(q.requested) + " GiB requested"
 	if t := r.Type; t != nil {
 		q.thin = t.ExtraSpecs["provisioning:type"] != "thick"
 		q.zones = t.Zones()
 		q.specs = compileSpecs(t)
 	}
+	if len(r.Attempted) > 0 {
+		q.attempted = make([]attempt, len(r.Attempted))
+		for i, a := range r.Attempted {
+			q.attempted[i] = attempt{a, !strings.Contains(a, "#")}
+		}
+	}
 	return q
 }
 
-// poolView is what one Place learns of one pool: its capacity report, parsed on first use.
-// It holds no pointers.
-type poolView struct {
-	parsed, factored bool
-	c                capacity
-	fs               factors // c.capacityFactors(q.thin, c.ratio)
+// bind resolves what the request reads of set once: the capability columns of its specs and
+// which of the set's zones it accepts.
+func (q *query) bind(set *PoolSet) {
+	q.set = set
+	if len(q.specs) > 0 {
+		q.cols = make([]*column, len(q.specs))
+		for j := range q.specs {
+			sp := &q.specs[j]
+			q.cols[j] = set.column(sp.col, sp.path)
+		}
+	}
+	q.zoneOK = make([]bool, len(set.zones))
+	for z, zone := range set.zones {
+		q.zoneOK[z] = q.zoneFits(zone)
+	}
 }
 
-func (v *poolView) capacity(q *query, p *basalt.Pool) *capacity {
-	if !v.parsed {
-		v.c = readCapacity(p.Capabilities, q.ratio)
-		v.parsed = true
-	}
-	return &v.c
+// bindOne prepares p alone and binds q to it, for the built-ins' Fits and Weigh.
+func (q *query) bindOne(p *basalt.Pool) *query {
+	q.bind(prepareOne(p, q.ratio))
+	return q
 }
 
-// factors returns the capacity factors of the request's provisioning type. Filter and
-// weigher use the same: the pool's ratio applies only on the thin path, where CapacityFilter
-// passes the pool's ratio too.
-func (v *poolView) factors(q *query, p *basalt.Pool) factors {
-	if !v.factored {
-		c := v.capacity(q, p)
-		v.fs = c.capacityFactors(q.thin, c.ratio)
-		v.factored = true
+// fitsOne runs f on p alone.
+func fitsOne(f filter, q *query, p *basalt.Pool) (bool, string) {
+	q.bindOne(p)
+	if f.pass(q, 0) {
+		return true, ""
 	}
-	return v.fs
+	return false, f.why(q, 0)
 }
 
 // DefaultFilters returns Cinder's scheduler_default_filters: AvailabilityZoneFilter,
@@ -275,6 +299,7 @@ type Scheduler struct {
 	mult     []float64 // weigher multipliers, in order
 	capacity *CapacityFilter
 	ratio    ratioConfig
+	need     prep      // what Prepare extracts for these filters and weighers
 	omit     bool      // Config.OmitWeights
 	scratch  sync.Pool // of *scratch
 	// chunk is the fewest pools worth a goroutine of their own, workers the most
@@ -297,12 +322,23 @@ func New(cfg Config) (*Scheduler, error) {
 	fs, ws := builtinFilters(&cfg), builtinWeighers(&cfg)
 	for _, name := range cfg.Filters {
 		f := fs[name]
-		if cf, ok := f.(CapacityFilter); ok {
-			s.capacity = &cf
+		switch f := f.(type) {
+		case CapacityFilter:
+			s.capacity = &f
+		case CapabilitiesFilter:
+			s.need |= prepOnlineExt
 		}
 		s.filters = append(s.filters, f)
 	}
 	for _, name := range cfg.Weighers {
+		switch name {
+		case "AllocatedCapacityWeigher":
+			s.need |= prepAllocated
+		case "VolumeNumberWeigher":
+			s.need |= prepVolumes
+		case "ChanceWeigher":
+			s.need |= prepNameHash
+		}
 		s.weighers = append(s.weighers, ws[name])
 		s.names = append(s.names, name)
 		s.mult = append(s.mult, cfg.Multipliers[name])
@@ -310,18 +346,38 @@ func New(cfg Config) (*Scheduler, error) {
 	return s, nil
 }
 
-// A Decision is the outcome of Place: every pool is either ranked or rejected.
+// A Decision is the outcome of Place or PlaceSet: every pool is either ranked or rejected.
 type Decision struct {
-	Ranked   []Candidate // pools that passed every filter, best first; ties keep input order
-	Rejected []Rejection // pools a filter rejected, in input order
-	weighers []string    // weigher names in configured order, for Explain
+	Ranked []Candidate // pools that passed every filter, best first; ties keep input order
+	// Rejected lists the pools a filter rejected, in input order. Place fills it; PlaceSet
+	// leaves it nil and formats the reasons only when Rejections or Explain asks for them.
+	Rejected []Rejection
+	weighers []string  // weigher names in configured order, for Explain
+	ws       []float64 // PlaceSet's weights: k per candidate, by rank, weighers in order
+	rej      *rejections
+}
+
+// rejections is what PlaceSet records of the pools it rejects: which filter, no reason yet.
+type rejections struct {
+	q       *query
+	filters []filter
+	log     []rejected
+	once    sync.Once
+	list    []Rejection // formatted from log, once
+}
+
+// rejected is pool i rejected by filter f.
+type rejected struct {
+	i, f int32
 }
 
 // A Candidate is a pool that passed every filter.
 type Candidate struct {
-	Pool    *basalt.Pool       // points into the slice given to Place
-	Weight  float64            // sum of Weights
-	Weights map[string]float64 // per weigher: normalized raw value times multiplier
+	Pool   *basalt.Pool // points into the slice given to Place or Prepare
+	Weight float64      // sum of the weighers' weights
+	// Weights holds, per weigher, the normalized raw value times the multiplier. Place fills
+	// it (unless Config.OmitWeights); PlaceSet leaves it nil: see Decision.CandidateWeights.
+	Weights map[string]float64
 	// Limit is the largest provisioned_capacity_gb the pool may reach after taking the
 	// request: reserve atomically with ledger + size <= Limit, where the ledger starts at
 	// the reported provisioned capacity. It is provisioned + virtual free from the same
@@ -330,6 +386,7 @@ type Candidate struct {
 	// provisioned + size. +Inf when free or total is infinite/unknown, when the request is
 	// for 0 GiB, or when CapacityFilter is not configured.
 	Limit float64
+	ws    int32 // 1 + the index of its weights in its Decision's ws, by rank; 0: none
 }
 
 // A Rejection says which filter rejected a pool and why.
@@ -347,21 +404,77 @@ func (d *Decision) Best() *Candidate {
 	return &d.Ranked[0]
 }
 
+// Rejections returns the pools a filter rejected, in input order, with their reasons:
+// Rejected when Place filled it, else the reasons PlaceSet recorded, formatted on the first
+// call. It is safe for concurrent use.
+func (d *Decision) Rejections() []Rejection {
+	if d.Rejected != nil || d.rej == nil {
+		return d.Rejected
+	}
+	z := d.rej
+	z.once.Do(func() {
+		if len(z.log) == 0 {
+			return
+		}
+		z.list = make([]Rejection, len(z.log))
+		for n, r := range z.log {
+			f := z.filters[r.f]
+			z.list[n] = Rejection{Pool: z.q.set.pools[r.i].Name, Filter: f.Name(), Reason: f.why(z.q, int(r.i))}
+		}
+	})
+	return z.list
+}
+
+// NumRejected returns how many pools a filter rejected, without formatting any reason.
+func (d *Decision) NumRejected() int {
+	if d.Rejected == nil && d.rej != nil {
+		return len(d.rej.log)
+	}
+	return len(d.Rejected)
+}
+
+// CandidateWeights returns Ranked[i]'s weight per weigher: its Weights when set, else a new
+// map from the weights PlaceSet kept; nil with Config.OmitWeights.
+func (d *Decision) CandidateWeights(i int) map[string]float64 {
+	c := &d.Ranked[i]
+	ws := d.weightsOf(c)
+	if c.Weights != nil || ws == nil {
+		return c.Weights
+	}
+	m := make(map[string]float64, len(d.weighers))
+	for w, name := range d.weighers {
+		m[name] = ws[w]
+	}
+	return m
+}
+
+// weightsOf returns the weights PlaceSet kept for c, in weigher order, or nil.
+func (d *Decision) weightsOf(c *Candidate) []float64 {
+	k := len(d.weighers)
+	lo := int(c.ws-1) * k
+	if c.ws <= 0 || lo+k > len(d.ws) {
+		return nil
+	}
+	return d.ws[lo : lo+k : lo+k]
+}
+
 // defaultChunk is the fewest pools worth a goroutine of their own: from 2*defaultChunk pools
-// on, Place spreads its work over up to GOMAXPROCS goroutines, all finished before it
-// returns.
+// on, Prepare, PlaceSet and Place spread their work over up to GOMAXPROCS goroutines, all
+// finished before they return.
 const defaultChunk = 1024
 
-// scratch is one Place's working memory, reused across calls. It holds no pointers.
+// scratch is one PlaceSet's working memory, reused across calls. It points only to its own
+// buffers.
 type scratch struct {
-	views   []poolView
 	idx     []int32   // candidates' indices in pools
-	raw     []float64 // raw values, per pool and weigher
+	lim     []float64 // candidates' limits
+	raw     []float64 // candidates' raw values, k a candidate
 	cand    []float64 // one weigher's raw values, per candidate
 	total   []float64 // weights, per candidate
 	contrib []float64 // contrib[j*k+w]: weigher w's share of candidate j's weight
 	order   []rank
 	tmp     []rank
+	rej     [][]rejected // per part
 }
 
 // rank is a candidate's weight and index, for sorting.
@@ -417,8 +530,39 @@ func (s *Scheduler) workersFor(n int) int {
 // A nil r is an empty request. The Decision's candidates point into pools, which must not
 // change while it is in use. Place does no I/O and is safe for concurrent use; on large pool
 // sets it uses several goroutines, all finished when it returns.
+//
+// Place is Prepare then PlaceSet, with every rejection's reason formatted into
+// Decision.Rejected and every candidate's Weights filled in. To place several requests on
+// the same pools, prepare them once and call PlaceSet.
 func (s *Scheduler) Place(r *Request, pools []basalt.Pool) *Decision {
+	d := s.PlaceSet(r, s.Prepare(pools))
+	d.Rejected = d.Rejections()
+	if !s.omit && len(d.Ranked) > 0 {
+		parallel(len(d.Ranked), s.workersFor(len(d.Ranked)), func(_, lo, hi int) {
+			for i := lo; i < hi; i++ {
+				d.Ranked[i].Weights = d.CandidateWeights(i)
+			}
+		})
+	}
+	return d
+}
+
+// PlaceSet is Place on a prepared set of pools: it runs the filters over the set, in order,
+// then weighs and ranks the pools that passed. A nil r is an empty request, a nil set an
+// empty one. It formats no rejection reason (Rejections and Explain do, on demand) and builds
+// no Weights map (CandidateWeights and Explain read the weights it keeps); Ranked, Weight and
+// Limit are as Place gives them. The Decision refers to r and set, which must not change
+// while it is in use. PlaceSet does no I/O and is safe for concurrent use, on one set too; on
+// large sets it uses several goroutines, all finished when it returns.
+func (s *Scheduler) PlaceSet(r *Request, set *PoolSet) *Decision {
+	if set == nil {
+		set = s.Prepare(nil)
+	} else if !set.fits(s.ratio, s.need) {
+		set = s.Prepare(set.pools)
+	}
+	pools := set.pools
 	q := newQuery(r, s.ratio)
+	q.bind(set)
 	d := &Decision{weighers: s.names}
 	sc, _ := s.scratch.Get().(*scratch)
 	if sc == nil {
@@ -426,66 +570,77 @@ func (s *Scheduler) Place(r *Request, pools []basalt.Pool) *Decision {
 	}
 	defer s.scratch.Put(sc)
 
-	// Filter every pool (in order, until a filter rejects it) and weigh those that pass, in
-	// contiguous parts of the pool slice.
-	views := grow(sc.views, len(pools))
-	clear(views)
-	sc.views = views
-	idx := grow(sc.idx, len(pools))
-	sc.idx = idx
+	// Filter every pool (in order, until a filter rejects it), weigh those that pass and
+	// compute their limits, in contiguous parts of the pool slice. The candidates of the part
+	// starting at pool lo go to slots lo, lo+1, ... of idx, lim and raw (k values a slot).
 	k := len(s.weighers)
-	rawByPool := grow(sc.raw, len(pools)*k) // rawByPool[i*k+w]: weigher w's raw value of pool i
-	sc.raw = rawByPool
+	idx := grow(sc.idx, len(pools))
+	lim := grow(sc.lim, len(pools))
+	raw := grow(sc.raw, len(pools)*k)
+	sc.idx, sc.lim, sc.raw = idx, lim, raw
 	workers := s.workersFor(len(pools))
 	counts := make([]int, workers)
-	rejected := make([][]Rejection, workers)
+	if len(sc.rej) < workers {
+		sc.rej = append(sc.rej, make([][]rejected, workers-len(sc.rej))...)
+	}
 	parallel(len(pools), workers, func(part, lo, hi int) {
-		n := lo // passing pools of this part go to idx[lo:], in order
-		var rej []Rejection
+		n := lo
+		rej := sc.rej[part][:0]
 	pools:
 		for i := lo; i < hi; i++ {
-			p, v := &pools[i], &views[i]
-			for _, f := range s.filters {
-				if pass, why := f.fits(q, p, v); !pass {
-					rej = append(rej, Rejection{Pool: p.Name, Filter: f.Name(), Reason: why})
+			for fi, f := range s.filters {
+				if !f.pass(q, i) {
+					rej = append(rej, rejected{int32(i), int32(fi)})
 					continue pools
 				}
 			}
 			for w, wg := range s.weighers {
-				rawByPool[i*k+w] = wg.weigh(q, p, v)
+				raw[n*k+w] = wg.weigh(q, i)
+			}
+			lim[n] = math.Inf(1)
+			if s.capacity != nil {
+				lim[n] = s.capacity.limit(q, i)
 			}
 			idx[n] = int32(i)
 			n++
 		}
-		counts[part], rejected[part] = n-lo, rej
+		counts[part], sc.rej[part] = n-lo, rej
 	})
-	n := 0
+	n, nrej := 0, 0
 	for part := range workers {
-		lo := len(pools) * part / workers
-		n += copy(idx[n:], idx[lo:lo+counts[part]])
-		if d.Rejected == nil {
-			d.Rejected = rejected[part]
-		} else {
-			d.Rejected = append(d.Rejected, rejected[part]...)
+		lo, c := len(pools)*part/workers, counts[part]
+		if lo != n {
+			copy(idx[n:], idx[lo:lo+c])
+			copy(lim[n:], lim[lo:lo+c])
+			copy(raw[n*k:], raw[lo*k:(lo+c)*k])
 		}
+		n += c
+		nrej += len(sc.rej[part])
+	}
+	if nrej > 0 {
+		log := make([]rejected, 0, nrej)
+		for part := range workers {
+			log = append(log, sc.rej[part]...)
+		}
+		d.rej = &rejections{q: q, filters: s.filters, log: log}
 	}
 	if n == 0 {
 		return d
 	}
-	idx = idx[:n]
+	idx, lim = idx[:n], lim[:n]
 
 	// Normalize each weigher's values across candidates, multiply and sum.
-	raw := grow(sc.cand, n)
+	vals := grow(sc.cand, n)
 	total := grow(sc.total, n)
 	contrib := grow(sc.contrib, n*k)
-	sc.cand, sc.total, sc.contrib = raw, total, contrib
+	sc.cand, sc.total, sc.contrib = vals, total, contrib
 	clear(total)
 	for w, wg := range s.weighers {
-		for j, i := range idx {
-			raw[j] = rawByPool[int(i)*k+w]
+		for j := range vals {
+			vals[j] = raw[j*k+w]
 		}
-		lo, hi := raw[0], raw[0]
-		for _, x := range raw[1:] {
+		lo, hi := vals[0], vals[0]
+		for _, x := range vals[1:] {
 			if x < lo {
 				lo = x
 			} else if x > hi {
@@ -493,10 +648,10 @@ func (s *Scheduler) Place(r *Request, pools []basalt.Pool) *Decision {
 			}
 		}
 		if a, ok := wg.(adjuster); ok {
-			lo, hi = a.adjust(raw, lo, hi)
+			lo, hi = a.adjust(vals, lo, hi)
 		}
 		m, span := s.mult[w], hi-lo
-		for j, x := range raw {
+		for j, x := range vals {
 			var c float64 // all equal: 0
 			if lo != hi {
 				c = float64(m * ((x - lo) / span))
@@ -509,37 +664,84 @@ func (s *Scheduler) Place(r *Request, pools []basalt.Pool) *Decision {
 	// Rank: descending weight, ties in input order.
 	order := grow(sc.order, n)
 	sc.order = order
+	sc.tmp = grow(sc.tmp, n)
+	nan := false
 	for j := range order {
 		order[j] = rank{total[j], int32(j)}
+		nan = nan || total[j] != total[j]
 	}
 	workers = s.workersFor(n)
-	if workers > 1 {
+	switch {
+	case n > radixMin && !nan:
+		order = radixSort(order, sc.tmp)
+	case workers > 1:
 		parallel(n, workers, func(_, lo, hi int) { slices.SortFunc(order[lo:hi], byRank) })
-		sc.tmp = grow(sc.tmp, n)
 		order = mergeRuns(order, sc.tmp, workers)
-	} else {
+	default:
 		slices.SortFunc(order, byRank)
 	}
 
 	d.Ranked = make([]Candidate, n)
+	if !s.omit {
+		// Not nil unless omitted, even without weighers.
+		d.ws = make([]float64, n*k)
+	}
 	parallel(n, workers, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			j := order[r].j
-			i := idx[j]
-			c := Candidate{Pool: &pools[i], Weight: total[j], Limit: math.Inf(1)}
-			if !s.omit {
-				c.Weights = make(map[string]float64, k)
-				for w, name := range s.names {
-					c.Weights[name] = contrib[int(j)*k+w]
-				}
+			c := &d.Ranked[r] // set field by field: one write barrier, not a bulk one
+			c.Pool = &pools[idx[j]]
+			c.Weight, c.Limit = total[j], lim[j]
+			if d.ws != nil {
+				copy(d.ws[r*k:(r+1)*k], contrib[int(j)*k:])
+				c.ws = int32(r + 1)
 			}
-			if s.capacity != nil {
-				c.Limit = s.capacity.limit(q, &pools[i], &views[i])
-			}
-			d.Ranked[r] = c
 		}
 	})
 	return d
+}
+
+// radixMin is the most candidates ranked by comparison sort; more are ranked by radixSort.
+const radixMin = 64
+
+// rankKey maps a weight to a key whose ascending order is the weights' descending order,
+// -0 and +0 alike. Weights are not NaN.
+func rankKey(w float64) uint64 {
+	b := math.Float64bits(w + 0) // -0 + 0 = +0
+	if b>>63 != 0 {
+		return b // negative: ^b ascends, so b descends
+	}
+	return ^(b | 1<<63)
+}
+
+// radixSort sorts a by rankKey of the weight, stably, so that equal weights keep their index
+// order: the order of byRank, for weights that are not NaN. It returns the sorted slice, a
+// or tmp.
+func radixSort(a, tmp []rank) []rank {
+	var counts [8][256]int32
+	for _, e := range a {
+		k := rankKey(e.w)
+		for b := range counts {
+			counts[b][byte(k>>(8*b))]++
+		}
+	}
+	for b := range counts {
+		c := &counts[b]
+		if int(c[byte(rankKey(a[0].w)>>(8*b))]) == len(a) {
+			continue // every key has this byte
+		}
+		var sum int32
+		for d, x := range c {
+			c[d], sum = sum, sum+x
+		}
+		for _, e := range a {
+			d := byte(rankKey(e.w) >> (8 * b))
+			tmp[c[d]] = e
+			c[d]++
+		}
+		a, tmp = tmp, a
+	}
+	return a
 }
 
 // mergeRuns merges the parts runs of a (split as parallel splits) and returns the sorted
@@ -600,9 +802,12 @@ func (d *Decision) Explain() string {
 			name = c.Pool.Name
 		}
 		fmt.Fprintf(&b, "%s: rank %d, weight %s", name, i+1, weight(c.Weight))
-		names := d.weighers
-		if names == nil || c.Weights == nil {
-			names = slices.Sorted(maps.Keys(c.Weights))
+		names, ws := d.weighers, d.weightsOf(&c)
+		if c.Weights != nil || ws == nil {
+			ws = nil
+			if names == nil || c.Weights == nil {
+				names = slices.Sorted(maps.Keys(c.Weights))
+			}
 		}
 		if len(names) > 0 {
 			b.WriteString(" (")
@@ -610,7 +815,11 @@ func (d *Decision) Explain() string {
 				if j > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString(n + " " + weight(c.Weights[n]))
+				w := c.Weights[n]
+				if ws != nil {
+					w = ws[j]
+				}
+				b.WriteString(n + " " + weight(w))
 			}
 			b.WriteString(")")
 		}
@@ -620,7 +829,7 @@ func (d *Decision) Explain() string {
 			b.WriteString(", limit " + num(c.Limit) + " GiB\n")
 		}
 	}
-	for _, r := range d.Rejected {
+	for _, r := range d.Rejections() {
 		fmt.Fprintf(&b, "%s: %s: %s\n", r.Pool, r.Filter, r.Reason)
 	}
 	return b.String()

@@ -24,9 +24,7 @@ func (VolumeNumberWeigher) Weigh(_ *Request, p *basalt.Pool) float64 {
 	return 0
 }
 
-func (w VolumeNumberWeigher) weigh(_ *query, p *basalt.Pool, _ *poolView) float64 {
-	return w.Weigh(nil, p)
-}
+func (VolumeNumberWeigher) weigh(q *query, i int) float64 { return q.set.info[i].volumes }
 
 // ChanceWeigher gives each pool a random weight in [0,1), as Cinder's random.random(), but
 // drawn from a PCG generator seeded with hashes of the request id and the pool name: the same
@@ -44,16 +42,18 @@ func (ChanceWeigher) Weigh(r *Request, p *basalt.Pool) float64 {
 	if r != nil {
 		id = r.ID
 	}
-	return chance(fnv64(id), p.Name)
+	return chance(fnv64(id), fnv64(p.Name))
 }
 
-func (ChanceWeigher) weigh(q *query, p *basalt.Pool, _ *poolView) float64 {
-	return chance(q.idHash, p.Name)
+func (ChanceWeigher) weigh(q *query, i int) float64 {
+	return chance(q.idHash, q.set.info[i].nameHash)
 }
 
-func chance(idHash uint64, pool string) float64 {
+// chance is the weight of the pool whose name hashes to poolHash for the request whose id
+// hashes to idHash.
+func chance(idHash, poolHash uint64) float64 {
 	var g rand.PCG
-	g.Seed(idHash, fnv64(pool))
+	g.Seed(idHash, poolHash)
 	return float64(g.Uint64()>>11) / (1 << 53)
 }
 

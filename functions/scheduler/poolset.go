@@ -1,0 +1,231 @@
+package scheduler
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/basalt-storage/basalt"
+)
+
+// A PoolSet is a list of pools prepared for placement: every pool's capacity report parsed,
+// its capacity factors computed for thin and thick requests, its zone interned, and the
+// values other built-ins read extracted, once. The capability values CapabilitiesFilter
+// compares are extracted on first use, one column per capability key over all pools, and
+// kept for every later request that names the same key. A PoolSet is immutable apart from
+// that cache and is safe for concurrent use; the pools given to Prepare must not change while
+// the set or a Decision made from it is in use.
+//
+// Build one per snapshot of the pools (reports change every minute or so) and place any
+// number of requests on it with PlaceSet.
+type PoolSet struct {
+	pools   []basalt.Pool
+	info    []poolInfo // per pool
+	zones   []string   // interned zones; info[i].zone indexes them
+	ratio   ratioConfig
+	has     prep // what info holds besides the capacity
+	workers int  // goroutines to build columns with
+
+	mu   sync.Mutex                         // serializes column builds
+	cols atomic.Pointer[map[colKey]*column] // copy on write
+}
+
+// prep flags what Prepare extracted besides the capacity, for the configured built-ins.
+type prep uint8
+
+const (
+	prepOnlineExt prep = 1 << iota // CapabilitiesFilter: online_extend_support is false
+	prepAllocated                  // AllocatedCapacityWeigher
+	prepVolumes                    // VolumeNumberWeigher
+	prepNameHash                   // ChanceWeigher
+)
+
+// poolInfo is what a PoolSet knows of one pool. It holds no pointers, so that the garbage
+// collector never scans it.
+type poolInfo struct {
+	c         capacity   // ratio resolved for PoolSet.ratio
+	fs        [2]factors // capacity factors: [0] thick path, [1] thin path (thin request, thin-capable pool)
+	nameHash  uint64     // fnv64(Name), for ChanceWeigher
+	allocated float64    // allocated_capacity_gb as AllocatedCapacityWeigher reads it
+	volumes   float64    // total_volumes as VolumeNumberWeigher reads it
+	zone      int32      // index into PoolSet.zones
+	// noOnlineExt: online_extend_support is the boolean false.
+	noOnlineExt bool
+}
+
+// factors returns the capacity factors of the request's provisioning type (see
+// capacityFactors: the thin path needs a thin request and a thin-capable pool).
+func (in *poolInfo) factors(thin bool) *factors {
+	if thin && in.c.thinSupport {
+		return &in.fs[1]
+	}
+	return &in.fs[0]
+}
+
+// maxColumns bounds the capability columns a PoolSet keeps: past it, columns are built for
+// one request and dropped.
+const maxColumns = 256
+
+// colKey names a capability column: the path CapabilitiesFilter walks, joined with ':'. root
+// is the path of no keys at all (the extra spec "capabilities" alone), whose column holds the
+// whole report.
+type colKey struct {
+	path string
+	root bool
+}
+
+// column holds one capability value per pool: the value found at the end of a path, or
+// absent.
+type column struct {
+	vals []any
+}
+
+// absentT marks a capability a pool does not report.
+type absentT struct{}
+
+// Prepare parses pools for PlaceSet. The set refers to pools, which must not change while it
+// is in use; candidates of its decisions point into pools. It is safe for concurrent use and
+// spreads its work over several goroutines on large pool lists, all finished when it returns.
+// A set may be used by any Scheduler; one configured with another over-subscription ratio, or
+// with weighers reading values this Scheduler's did not need, prepares the pools again on
+// every PlaceSet.
+func (s *Scheduler) Prepare(pools []basalt.Pool) *PoolSet {
+	return prepare(pools, s.ratio, s.need, s.workersFor(len(pools)))
+}
+
+func prepare(pools []basalt.Pool, g ratioConfig, need prep, workers int) *PoolSet {
+	ps := &PoolSet{pools: pools, info: make([]poolInfo, len(pools)), ratio: g, has: need, workers: workers}
+	parallel(len(pools), workers, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			ps.info[i].read(&pools[i], g, need)
+		}
+	})
+	var index map[string]int32 // beyond a few zones
+	last := int32(-1)
+	for i := range pools {
+		z := pools[i].Zone
+		if last >= 0 && ps.zones[last] == z {
+			ps.info[i].zone = last
+			continue
+		}
+		last = -1
+		if index == nil {
+			for j, known := range ps.zones {
+				if known == z {
+					last = int32(j)
+					break
+				}
+			}
+		} else if j, ok := index[z]; ok {
+			last = j
+		}
+		if last < 0 {
+			last = int32(len(ps.zones))
+			ps.zones = append(ps.zones, z)
+			if index != nil {
+				index[z] = last
+			} else if len(ps.zones) > 8 {
+				index = make(map[string]int32, 2*len(ps.zones))
+				for j, known := range ps.zones {
+					index[known] = int32(j)
+				}
+			}
+		}
+		ps.info[i].zone = last
+	}
+	return ps
+}
+
+// prepareOne prepares a single pool, for the built-ins' Fits and Weigh.
+func prepareOne(p *basalt.Pool, g ratioConfig) *PoolSet {
+	return prepare([]basalt.Pool{*p}, g, prepOnlineExt|prepAllocated|prepVolumes|prepNameHash, 1)
+}
+
+// read fills in what the set knows of p.
+func (in *poolInfo) read(p *basalt.Pool, g ratioConfig, need prep) {
+	caps := p.Capabilities
+	in.c = readCapacity(caps, g)
+	// Computed whether or not the pool's report is usable: then they are never read.
+	in.fs[0] = in.c.capacityFactors(false, in.c.ratio)
+	in.fs[1] = in.c.capacityFactors(true, in.c.ratio)
+	if need&prepOnlineExt != 0 {
+		ok, isBool := caps[keyOnlineExt].(bool)
+		in.noOnlineExt = isBool && !ok
+	}
+	if need&prepAllocated != 0 {
+		if kind, f := readCap(caps, keyAllocated); kind == capNumber {
+			in.allocated = f
+		}
+	}
+	if need&prepVolumes != 0 {
+		if kind, f := readCap(caps, keyVolumes); kind == capNumber {
+			in.volumes = f
+		}
+	}
+	if need&prepNameHash != 0 {
+		in.nameHash = fnv64(p.Name)
+	}
+}
+
+// Len returns the number of pools in the set.
+func (ps *PoolSet) Len() int { return len(ps.pools) }
+
+// Pools returns the pools the set was prepared from (not a copy).
+func (ps *PoolSet) Pools() []basalt.Pool { return ps.pools }
+
+// fits reports whether the set can serve a Scheduler with ratio g needing need.
+func (ps *PoolSet) fits(g ratioConfig, need prep) bool {
+	return ps.ratio == g && ps.has&need == need
+}
+
+// column returns the values of the capability at the end of path for every pool, building
+// and keeping the column on first use.
+func (ps *PoolSet) column(key colKey, path []string) *column {
+	if m := ps.cols.Load(); m != nil {
+		if c, ok := (*m)[key]; ok {
+			return c
+		}
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	old := ps.cols.Load()
+	if old != nil {
+		if c, ok := (*old)[key]; ok {
+			return c
+		}
+	}
+	c := &column{vals: make([]any, len(ps.pools))}
+	parallel(len(ps.pools), ps.workers, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			c.vals[i] = lookup(ps.pools[i].Capabilities, path)
+		}
+	})
+	if old == nil || len(*old) < maxColumns {
+		var m map[colKey]*column
+		if old == nil {
+			m = make(map[colKey]*column, 4)
+		} else {
+			m = make(map[colKey]*column, len(*old)+1)
+			for k, v := range *old {
+				m[k] = v
+			}
+		}
+		m[key] = c
+		ps.cols.Store(&m)
+	}
+	return c
+}
+
+// lookup walks path through caps and the dicts nested in it, as CapabilitiesFilter does.
+func lookup(caps basalt.Capabilities, path []string) any {
+	var val any = map[string]any(caps)
+	for _, part := range path {
+		m, ok := asMap(val)
+		if ok {
+			val, ok = m[part]
+		}
+		if !ok {
+			return absentT{}
+		}
+	}
+	return val
+}
