@@ -172,12 +172,24 @@ func openDriver(c *Config, b BackendConfig, logger *slog.Logger) (drivers.Driver
 			Pools           []string `json:"pools"`
 			TotalCapacityGB float64  `json:"total_capacity_gb"`
 			Latency         Duration `json:"latency"`
+			// Fail makes every call of an operation ("create", "extend", ...) fail with the
+			// given message: failure drills and tests.
+			Fail map[string]string `json:"fail"`
 		}
 		if err := decodeOptions(b, &o); err != nil {
 			return nil, err
 		}
-		return fake.New(fake.Config{Pools: o.Pools, TotalCapacityGB: o.TotalCapacityGB,
-			BackendName: b.VolumeBackendName, Latency: time.Duration(o.Latency)}, logger)
+		cfg := fake.Config{Pools: o.Pools, TotalCapacityGB: o.TotalCapacityGB,
+			BackendName: b.VolumeBackendName, Latency: time.Duration(o.Latency)}
+		if len(o.Fail) > 0 {
+			cfg.Fail = func(op, id string) error {
+				if msg, ok := o.Fail[op]; ok {
+					return errors.New(msg)
+				}
+				return nil
+			}
+		}
+		return fake.New(cfg, logger)
 	}
 	return nil, fmt.Errorf("backend %s: unknown driver %q", b.Name, b.Driver)
 }

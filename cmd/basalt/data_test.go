@@ -205,3 +205,63 @@ func TestE2EConcurrentDeletesOneWins(t *testing.T) {
 		t.Errorf("the backend ran %d deletes, want 1", n)
 	}
 }
+
+// TestE2EExtendOnlineAndFailures covers extend of an in-use volume (3.42) where the backend can
+// and cannot do it online, and a driver failure ending in error_extending.
+func TestE2EExtendOnlineAndFailures(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	s.addAgent(agents.Config{Host: "offline", Backends: []agents.BackendConfig{fileBackend("b1")}})
+	s.addAgent(agents.Config{Host: "online", Zone: "z2", Backends: []agents.BackendConfig{{Name: "b1", Driver: "fake"}}})
+	s.addAgent(agents.Config{Host: "broken", Zone: "z3", Backends: []agents.BackendConfig{{Name: "b1", Driver: "fake",
+		Options: []byte(`{"fail": {"extend": "disk on fire"}}`)}}})
+	const tok = "alice:p1"
+	inUse := func(zone string) string {
+		id := s.createVolume(tok, `{"volume":{"size":1,"availability_zone":"`+zone+`"}}`)
+		s.waitFinal(id, 20*time.Second)
+		if r := s.do("admin:admin", "POST", "/v3/volumes/"+id+"/action", `{"os-reset_status":{"status":"in-use","attach_status":"attached"}}`); r.status != 202 {
+			t.Fatalf("reset to in-use = %d %s", r.status, r.raw)
+		}
+		return id
+	}
+	extend := func(id string, size int, mv string) response {
+		return s.do(tok, "POST", "/v3/volumes/"+id+"/action", fmt.Sprintf(`{"os-extend":{"new_size":%d}}`, size), "OpenStack-API-Version", "volume "+mv)
+	}
+
+	online := inUse("z2")
+	if r := extend(online, 2, "3.41"); r.status != 400 {
+		t.Errorf("extend of an in-use volume at 3.41 = %d, want 400", r.status)
+	}
+	if r := extend(online, 2, "3.42"); r.status != 202 {
+		t.Fatalf("online extend = %d %s", r.status, r.raw)
+	}
+	if v := s.waitFinal(online, 20*time.Second); v["status"] != "in-use" || v["size"].(float64) != 2 {
+		t.Errorf("online extend ended %v size %v (%v), want in-use size 2", v["status"], v["size"], v["status_reason"])
+	}
+
+	offline := inUse("nova")
+	if r := extend(offline, 2, "3.42"); r.status != 202 {
+		t.Fatalf("extend on a backend without online extend = %d %s", r.status, r.raw)
+	}
+	if v := s.waitFinal(offline, 20*time.Second); v["status"] != "in-use" || v["size"].(float64) != 1 {
+		t.Errorf("refused online extend ended %v size %v, want back to in-use size 1", v["status"], v["size"])
+	}
+	r := s.do(tok, "GET", "/v3/messages?resource_uuid="+offline, "", "OpenStack-API-Version", "volume 3.5")
+	if !strings.Contains(r.raw, "VOLUME_VOLUME_007_003") || !strings.Contains(r.raw, "online_extend_support") {
+		t.Errorf("messages about the refused extend = %s, want VOLUME_VOLUME_007_003 naming online_extend_support", r.raw)
+	}
+
+	broken := s.createVolume(tok, `{"volume":{"size":1,"availability_zone":"z3"}}`)
+	s.waitFinal(broken, 20*time.Second)
+	if r := extend(broken, 3, "3.0"); r.status != 202 {
+		t.Fatalf("extend = %d %s", r.status, r.raw)
+	}
+	v := s.waitFinal(broken, 20*time.Second)
+	if v["status"] != "error_extending" || !strings.Contains(fmt.Sprint(v["status_reason"]), "disk on fire") || v["size"].(float64) != 1 {
+		t.Errorf("failed extend = %v size %v (%v), want error_extending size 1 with the driver's reason", v["status"], v["size"], v["status_reason"])
+	}
+	// The failed growth went back to the quota: usage is the volumes' sizes.
+	r = s.do(tok, "GET", "/v3/os-quota-sets/p1?usage=true", "")
+	if used := r.body["quota_set"].(map[string]any)["gigabytes"].(map[string]any)["in_use"]; used != float64(2+1+1) {
+		t.Errorf("gigabytes in use = %v, want 4 (2 + 1 + 1)", used)
+	}
+}

@@ -847,15 +847,15 @@ func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attach
 	}
 	var opID string
 	_, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
+		if attachStatus != nil {
+			v.AttachStatus = *attachStatus
+		}
 		if st == basalt.StatusInUse && v.AttachStatus != basalt.AttachAttached {
 			return invalid("Invalid volume: Volume %s has no attachments; it cannot be in-use.", id)
 		}
 		if st != "" {
 			v.Status = st
 			v.StatusReason = ""
-		}
-		if attachStatus != nil {
-			v.AttachStatus = *attachStatus
 		}
 		opID, v.OpID = v.OpID, ""
 		return nil
