@@ -132,29 +132,14 @@ func (p *Plane) Snapshots(ctx context.Context, o ListOptions) ([]*basalt.Snapsho
 
 func snapshotMatches(sn *basalt.Snapshot, f map[string]string) bool {
 	for k, want := range f {
-		switch k {
-		case "name", "display_name":
-			if sn.Name == nil || *sn.Name != want {
+		if handled, ok := matchCommon(k, want, sn.Name, string(sn.Status), sn.Metadata); handled {
+			if !ok {
 				return false
 			}
-		case "name~", "display_name~":
-			if sn.Name == nil || !strings.Contains(strings.ToLower(*sn.Name), strings.ToLower(want)) {
-				return false
-			}
-		case "status":
-			if string(sn.Status) != want {
-				return false
-			}
-		case "volume_id":
-			if sn.VolumeID != want {
-				return false
-			}
-		case "metadata":
-			for mk, mv := range parseDictLiteral(want) {
-				if sn.Metadata[mk] != mv {
-					return false
-				}
-			}
+			continue
+		}
+		if k == "volume_id" && sn.VolumeID != want {
+			return false
 		}
 	}
 	return true

@@ -349,52 +349,61 @@ func checkFilters(c Caller, o ListOptions, allowed []string) error {
 	return nil
 }
 
+// matchCommon applies the filters volumes and snapshots share: name (exact, or inexact with
+// "~"), status and metadata. handled is false for any other key.
+func matchCommon(k, want string, name *string, status string, md map[string]string) (handled, ok bool) {
+	switch k {
+	case "name", "display_name":
+		return true, name != nil && *name == want
+	case "name~", "display_name~":
+		return true, name != nil && strings.Contains(strings.ToLower(*name), strings.ToLower(want))
+	case "status":
+		return true, status == want
+	case "metadata":
+		for mk, mv := range parseDictLiteral(want) {
+			if md[mk] != mv {
+				return true, false
+			}
+		}
+		return true, true
+	}
+	return false, true
+}
+
 func volumeMatches(v *basalt.Volume, f map[string]string) bool {
 	for k, want := range f {
+		if handled, ok := matchCommon(k, want, v.Name, string(v.Status), v.Metadata); handled {
+			if !ok {
+				return false
+			}
+			continue
+		}
+		var have string
 		switch k {
-		case "name", "display_name":
-			if v.Name == nil || *v.Name != want {
-				return false
-			}
-		case "name~", "display_name~":
-			if v.Name == nil || !strings.Contains(strings.ToLower(*v.Name), strings.ToLower(want)) {
-				return false
-			}
-		case "status":
-			if string(v.Status) != want {
-				return false
-			}
 		case "availability_zone":
-			if v.AvailabilityZone != want {
-				return false
-			}
+			have = v.AvailabilityZone
 		case "size":
-			if strconv.Itoa(v.Size) != want {
-				return false
-			}
+			have = strconv.Itoa(v.Size)
 		case "bootable":
 			b, err := strconv.ParseBool(want)
 			if err != nil || b != v.Bootable {
 				return false
 			}
-		case "metadata":
-			for mk, mv := range parseDictLiteral(want) {
-				if v.Metadata[mk] != mv {
-					return false
-				}
-			}
+			continue
 		case "project_id":
-			if v.ProjectID != want {
-				return false
-			}
+			have = v.ProjectID
 		case "volume_type", "volume_type_id":
 			if v.VolumeTypeName != want && v.VolumeTypeID != want {
 				return false
 			}
+			continue
 		case "host":
-			if v.Host != want {
-				return false
-			}
+			have = v.Host
+		default:
+			continue
+		}
+		if have != want {
+			return false
 		}
 	}
 	return true
