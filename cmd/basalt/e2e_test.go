@@ -286,3 +286,36 @@ func TestE2EPoisonMessageReachesDeadLetters(t *testing.T) {
 		t.Errorf("volume after a poison message = %v, want available", v["status"])
 	}
 }
+
+// TestE2EFailedCreateIsRescheduled makes the backend the scheduler prefers fail every create:
+// the create moves to the other backend; when every backend fails, the volume ends in error
+// after scheduler_max_attempts placements, with the driver's reason.
+func TestE2EFailedCreateIsRescheduled(t *testing.T) {
+	s := newStack(t, stackOptions{env: []string{"BASALT_SCHEDULER_MAX_ATTEMPTS=3"}})
+	// CapacityWeigher prefers the most free space: the failing backend is the roomier one.
+	s.addAgent(agents.Config{Host: "flaky", Backends: []agents.BackendConfig{{Name: "b1", Driver: "fake",
+		Options: []byte(`{"total_capacity_gb": 5000, "fail": {"create": "controller offline"}}`)}}})
+	s.addAgent(agents.Config{Host: "steady", Backends: []agents.BackendConfig{{Name: "b1", Driver: "fake",
+		Options: []byte(`{"total_capacity_gb": 100}`)}}})
+	id := s.createVolume("alice:p1", `{"volume":{"size":1}}`)
+	v := s.waitFinal(id, 20*time.Second)
+	if v["status"] != "available" || !strings.HasPrefix(fmt.Sprint(v["os-vol-host-attr:host"]), "steady@") {
+		t.Errorf("volume = %v on %v, want available on steady after a reschedule", v["status"], v["os-vol-host-attr:host"])
+	}
+	log, _ := os.ReadFile(s.agents["flaky"].log)
+	if !strings.Contains(string(log), "controller offline") {
+		t.Errorf("the flaky backend was never tried; the test proves nothing")
+	}
+
+	// With the steady backend disabled, only the failing one is left: error, with the reason.
+	s.do("admin:admin", "PUT", "/v3/os-services/disable", `{"host":"steady@b1","binary":"cinder-volume"}`)
+	id = s.createVolume("alice:p1", `{"volume":{"size":1}}`)
+	v = s.waitFinal(id, 20*time.Second)
+	// The second placement skips the backend that already failed (IgnoreAttemptedHostsFilter):
+	// the reason names it, and the driver's failure that caused the reschedule.
+	reason := fmt.Sprint(v["status_reason"])
+	if v["status"] != "error" || !strings.Contains(reason, "No valid backend") || !strings.Contains(reason, "flaky@b1#pool: IgnoreAttemptedHostsFilter") ||
+		!strings.Contains(reason, "controller offline") {
+		t.Errorf("volume with only a failing backend = %v (%s), want error naming the attempted backend", v["status"], reason)
+	}
+}

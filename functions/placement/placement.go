@@ -194,6 +194,9 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 		return f.placed(ctx, cmd, op, c.Pool, d, log)
 	}
 	reason := "No valid backend was found. " + explainFailure(d, lost, len(pools))
+	if op.Reason != "" {
+		reason += ". Earlier attempt: " + op.Reason // why a reschedule happened
+	}
 	return f.fail(ctx, cmd, v, reason)
 }
 
