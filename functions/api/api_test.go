@@ -371,3 +371,35 @@ func TestConcurrentCreatesRespectQuota(t *testing.T) {
 		t.Errorf("quota usage = %v, want 100", used)
 	}
 }
+
+func TestReadonlyAndBootableFlags(t *testing.T) {
+	srv, _ := newServer(t)
+	r := do(t, srv, "alice:p1", "POST", "/v3/volumes", `{"volume":{"size":1}}`)
+	id := r.body["volume"].(map[string]any)["id"].(string)
+	path := "/v3/volumes/" + id + "/action"
+	// The volume is still creating: the read-only flag needs an available volume.
+	if r := do(t, srv, "alice:p1", "POST", path, `{"os-update_readonly_flag":{"readonly":true}}`); r.status != 400 {
+		t.Errorf("readonly on a creating volume = %d, want 400", r.status)
+	}
+	do(t, srv, "admin:admin", "POST", path, `{"os-reset_status":{"status":"available"}}`)
+	for _, c := range []struct {
+		body   string
+		status int
+	}{
+		{`{"os-update_readonly_flag":{"readonly":true}}`, 202},
+		{`{"os-update_readonly_flag":{"readonly":"maybe"}}`, 400},
+		{`{"os-set_bootable":{"bootable":"true"}}`, 200},
+		{`{"os-set_bootable":{"bootable":7}}`, 400},
+	} {
+		if r := do(t, srv, "alice:p1", "POST", path, c.body); r.status != c.status {
+			t.Errorf("action %s = %d %s, want %d", c.body, r.status, r.raw, c.status)
+		}
+	}
+	r = do(t, srv, "alice:p1", "GET", "/v3/volumes/"+id, "")
+	if b := r.body["volume"].(map[string]any)["bootable"]; b != "true" {
+		t.Errorf("bootable after os-set_bootable = %v, want \"true\"", b)
+	}
+	if md := r.body["volume"].(map[string]any)["metadata"].(map[string]any); md["readonly"] != "True" {
+		t.Errorf("metadata after os-update_readonly_flag = %v, want readonly True", md)
+	}
+}

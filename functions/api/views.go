@@ -131,6 +131,14 @@ func volumeView(ctx context.Context, v *basalt.Volume, full bool) VolumeView {
 	if vv.Metadata == nil {
 		vv.Metadata = map[string]string{}
 	}
+	if v.ReadOnly {
+		// Cinder shows the read-only admin flag among the metadata.
+		md := map[string]string{"readonly": "True"}
+		for k, val := range vv.Metadata {
+			md[k] = val
+		}
+		vv.Metadata = md
+	}
 	if full {
 		vv.TenantID = v.ProjectID
 		if callerAdmin(ctx) {
