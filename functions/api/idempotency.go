@@ -77,7 +77,8 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		if status >= 500 {
+		if status >= 500 || status == http.StatusConflict {
+			// Not an answer to keep: a retry may succeed (a 409 here is a transient conflict).
 			return
 		}
 		saveHeader := map[string]string{}

@@ -319,11 +319,17 @@ func (s *Server) registerVolumes() {
 	huma.Register(s.api, huma.Operation{OperationID: "delete-volume", Method: http.MethodDelete,
 		Path: "/v3/volumes/{volume_id}", Summary: "Delete a volume", Tags: volumeTag, DefaultStatus: http.StatusAccepted},
 		func(ctx context.Context, in *VolumeDeleteInput) (*struct{}, error) {
-			force, _ := strconv.ParseBool(in.Force)
+			force, ok := queryBool(in.Force)
+			if !ok {
+				return nil, fault(basalt.Errorf(basalt.EINVALID, "Invalid value '%s' for force.", in.Force))
+			}
 			if force && !info(ctx).version.AtLeast(23) {
 				force = false
 			}
-			cascade, _ := strconv.ParseBool(in.Cascade)
+			cascade, ok := queryBool(in.Cascade)
+			if !ok {
+				return nil, fault(basalt.Errorf(basalt.EINVALID, "Invalid value '%s' for cascade.", in.Cascade))
+			}
 			if err := s.plane.DeleteVolume(ctx, in.ID, force, cascade); err != nil {
 				return nil, fault(err)
 			}
@@ -417,7 +423,7 @@ func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) (int, 
 			return http.StatusAccepted, s.plane.ExtendVolume(ctx, in.ID, a.NewSize.N, ver.AtLeast(42))
 		case "revert":
 			if !ver.AtLeast(40) {
-				break
+				return 0, basalt.Errorf(basalt.ENOTFOUND, "The resource could not be found.")
 			}
 			a, err := action[struct {
 				SnapshotID string `json:"snapshot_id"`
@@ -462,6 +468,14 @@ func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) (int, 
 		return 0, basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
 	}
 	return 0, nil
+}
+
+// queryBool reads an optional boolean query parameter ("" is false).
+func queryBool(v string) (bool, bool) {
+	if v == "" {
+		return false, true
+	}
+	return strictBool(v)
 }
 
 // strictBool reads a boolean as Cinder does: true/false, or their string forms.

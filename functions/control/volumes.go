@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/basalt-storage/basalt/functions/results"
 	"github.com/basalt-storage/basalt/functions/store"
 	"regexp"
 	"slices"
@@ -52,21 +53,26 @@ func validateName(field string, s *string) error {
 	return nil
 }
 
-// ResolveType returns the type named by nameOrID, or the default type when it is "".
+// ResolveType returns the type named by nameOrID, or the default type when it is "". A private
+// type is ENOTFOUND for members, as if it did not exist.
 func (p *Plane) ResolveType(ctx context.Context, nameOrID string) (*basalt.VolumeType, error) {
 	if nameOrID == "" {
 		return p.DefaultType(ctx)
 	}
-	if t, err := p.store.Type(ctx, nameOrID); err == nil {
-		return t, nil
-	} else if basalt.ErrorCode(err) != basalt.ENOTFOUND {
+	t, err := p.store.Type(ctx, nameOrID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		t, err = p.store.TypeByName(ctx, nameOrID)
+	}
+	if err != nil {
+		if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+			return nil, basalt.Errorf(basalt.ENOTFOUND, "Volume type with name %s could not be found.", nameOrID)
+		}
 		return nil, unavailable(p.logger, "read volume types", err)
 	}
-	t, err := p.store.TypeByName(ctx, nameOrID)
-	if err != nil && basalt.ErrorCode(err) != basalt.ENOTFOUND {
-		return nil, unavailable(p.logger, "read volume types", err)
+	if !t.IsPublic && !CallerFrom(ctx).Admin {
+		return nil, basalt.Errorf(basalt.ENOTFOUND, "Volume type with name %s could not be found.", nameOrID)
 	}
-	return t, err
+	return t, nil
 }
 
 // Zones returns the availability zones of every volume service, and whether each has at least
@@ -574,6 +580,9 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	if _, err := p.Volume(ctx, id); err != nil {
 		return err
 	}
+	if v, _ := p.store.Volume(ctx, id); v != nil && v.Host == "" && v.Status != basalt.StatusCreating {
+		return p.deleteUnplaced(ctx, id, force)
+	}
 	snaps, err := p.store.VolumeSnapshots(ctx, id)
 	if err != nil {
 		return unavailable(p.logger, "delete the volume", err)
@@ -584,6 +593,7 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	}
 	var op *basalt.Operation
 	var unplaced bool
+	var replaced string // an operation a forced delete takes over from
 	v, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, snapIDs, func(v *basalt.Volume, snaps []*basalt.Snapshot) error {
 		if v.AttachStatus == basalt.AttachAttached || (!force && !v.Status.Deletable()) {
 			return invalid("%s", deleteRefusal)
@@ -604,31 +614,22 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 			sn.Status = basalt.SnapDeleting
 		}
 		unplaced = v.Host == ""
+		if unplaced {
+			return basalt.Errorf(basalt.ECONFLICT, "Volume %s changed during the delete; try again.", id)
+		}
 		v.Status = basalt.StatusDeleting
 		op = p.newOp(ctx, events.KindDeleteVolume, v, v.Backend())
-		v.OpID = op.ID
+		replaced, v.OpID = v.OpID, op.ID
 		for _, sn := range snaps {
 			sn.OpID = op.ID
 		}
 		return nil
-	}, func() *basalt.Operation {
-		if unplaced {
-			return nil
-		}
-		return op
-	})
+	}, func() *basalt.Operation { return op })
 	if err != nil {
 		return unavailable(p.logger, "delete the volume", err)
 	}
-	if unplaced {
-		if err := p.store.Release(ctx, v.ID); err != nil {
-			return unavailable(p.logger, "delete the volume", err)
-		}
-		if err := p.store.DeleteVolume(ctx, v); err != nil {
-			return unavailable(p.logger, "delete the volume", err)
-		}
-		p.refund(ctx, "vol:"+v.ID)
-		return nil
+	if replaced != "" {
+		p.endAndSettle(ctx, replaced, v.ID, "replaced by a forced delete")
 	}
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteVolume,
 		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), Snapshots: snapIDs,
@@ -639,6 +640,40 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	}
 	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "snapshots", len(snapIDs))
 	return nil
+}
+
+// deleteUnplaced removes a volume that was never placed: nothing is on a backend, so the
+// record goes in one compare-and-set, then its capacity claim and quota (both idempotent).
+func (p *Plane) deleteUnplaced(ctx context.Context, id string, force bool) error {
+	var opID string
+	err := p.store.DeleteVolumeIf(ctx, id, func(v *basalt.Volume) error {
+		if v.Host != "" || v.Status == basalt.StatusCreating {
+			return basalt.Errorf(basalt.ECONFLICT, "Volume %s changed during the delete; try again.", id)
+		}
+		if v.AttachStatus == basalt.AttachAttached || (!force && !v.Status.Deletable()) || v.Snapshots > 0 {
+			return invalid("%s", deleteRefusal)
+		}
+		opID = v.OpID
+		return nil
+	})
+	if err != nil {
+		return unavailable(p.logger, "delete the volume", err)
+	}
+	p.endOp(ctx, opID, "the volume was deleted")
+	if err := p.store.Release(ctx, id); err != nil {
+		p.logger.Error("release capacity of a deleted volume", "volume_id", id, "err", err)
+	}
+	p.refund(ctx, "vol:"+id)
+	return nil
+}
+
+// endAndSettle ends operation opID on volume volumeID (an admin took over) and settles what an
+// extend had claimed.
+func (p *Plane) endAndSettle(ctx context.Context, opID, volumeID, reason string) {
+	p.endOp(ctx, opID, reason)
+	if err := results.SettleExtend(ctx, p.store, opID, volumeID); err != nil {
+		p.logger.Error("settle an ended operation", "op_id", opID, "err", err)
+	}
 }
 
 // ExtendVolume grows volume id to newSize GiB. The scheduler checks capacity on the volume's
@@ -733,6 +768,9 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 	var op *basalt.Operation
 	v, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
 		s := ss[0]
+		if v.Snapshots != len(snaps) {
+			return basalt.Errorf(basalt.ECONFLICT, "Volume %s got a new snapshot during the request; try again.", id)
+		}
 		if v.Size != s.Size {
 			return invalid("Invalid volume: Volume %s size %dG does not match snapshot %s size %dG; extend the volume from the snapshot instead.", id, v.Size, snapID, s.Size)
 		}
@@ -872,6 +910,6 @@ func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attach
 	if err != nil {
 		return unavailable(p.logger, "reset the volume's status", err)
 	}
-	p.endOp(ctx, opID, "status reset by an administrator")
+	p.endAndSettle(ctx, opID, id, "status reset by an administrator")
 	return nil
 }

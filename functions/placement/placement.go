@@ -160,6 +160,11 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 	if op.Attempts >= f.cfg.MaxAttempts {
 		return f.fail(ctx, cmd, v, fmt.Sprintf("No valid backend was found. Exceeded max scheduling attempts %d for resource %s", f.cfg.MaxAttempts, v.ID))
 	}
+	// An unplaced volume holds no capacity, unless an earlier delivery of this command reserved
+	// some and died before recording the placement: give that back before ranking again.
+	if err := f.store.Release(ctx, v.ID); err != nil {
+		return err
+	}
 	var vt *basalt.VolumeType
 	if v.VolumeTypeID != "" {
 		if vt, err = f.store.Type(ctx, v.VolumeTypeID); err != nil && basalt.ErrorCode(err) != basalt.ENOTFOUND {
@@ -216,7 +221,7 @@ func explainFailure(d *scheduler.Decision, lost []string, pools int) string {
 		return "No volume service is up, enabled and reporting capabilities."
 	}
 	var parts []string
-	for _, r := range d.Rejected {
+	for _, r := range d.Rejections() {
 		parts = append(parts, fmt.Sprintf("%s: %s: %s", r.Pool, r.Filter, r.Reason))
 	}
 	parts = append(parts, lost...)
@@ -246,7 +251,7 @@ func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Op
 	if err != nil {
 		return err
 	}
-	if err := f.store.PutDecision(ctx, v.ID, firstLines(d.Explain(), 50)); err != nil {
+	if err := f.store.PutDecision(ctx, v.ID, decisionRecord(d, pool.Name)); err != nil {
 		log.Warn("record placement decision", "err", err)
 	}
 	log.Info("volume placed", "pool", pool.Name, "size", v.Size)
@@ -266,7 +271,7 @@ func (f *Function) handOver(ctx context.Context, cmd events.Command, v *basalt.V
 // user gets a message naming every pool and why it was rejected.
 func (f *Function) fail(ctx context.Context, cmd events.Command, v *basalt.Volume, reason string) error {
 	f.logger.Warn("volume not placed", "volume_id", v.ID, "op_id", cmd.OpID, "request_id", cmd.RequestID, "reason", reason)
-	return FailCreate(ctx, f.store, cmd.OpID, v.ID, cmd.RequestID, basalt.EventScheduleNoBackend,
+	return FailCreate(ctx, f.store, cmd.OpID, v.ID, v.Host, cmd.RequestID, basalt.EventScheduleNoBackend,
 		"schedule allocate volume:"+reason, reason, f.cfg.MessageTTL)
 }
 
@@ -282,15 +287,32 @@ func (f *Function) endOp(ctx context.Context, opID, reason string) error {
 }
 
 // FailCreate moves a creating volume to error with reason, ends its operation, returns its
-// capacity to the pool and leaves the user a message. It does nothing when the operation is
-// no longer the volume's (a redelivery). The results function and the reconciler use it too.
-func FailCreate(ctx context.Context, st *store.Store, opID, volumeID, requestID, eventID, userMessage, reason string, ttl time.Duration) error {
-	if err := st.Release(ctx, volumeID); err != nil {
+// capacity and quota, and leaves the user a message. host is the placement the failure is
+// about ("" for a volume that was never placed): a failure of an earlier placement, delivered
+// late, changes nothing. It does nothing for a redelivery. The results function and the
+// reconciler use it too.
+func FailCreate(ctx context.Context, st *store.Store, opID, volumeID, host, requestID, eventID, userMessage, reason string, ttl time.Duration) error {
+	release := func() error { return st.ReleaseFrom(ctx, volumeID, host) }
+	if host == "" {
+		release = func() error { return st.Release(ctx, volumeID) }
+	}
+	v, err := st.Volume(ctx, volumeID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if v.OpID != opID || v.Host != host {
+		return nil
+	}
+	// Capacity first: if we crash after it, the redelivery finds nothing to release.
+	if err := release(); err != nil {
 		return err
 	}
 	var project string
-	_, err := st.UpdateVolumeWithOp(ctx, volumeID, func(v *basalt.Volume) error {
-		if v.OpID != opID {
+	_, err = st.UpdateVolumeWithOp(ctx, volumeID, func(v *basalt.Volume) error {
+		if v.OpID != opID || v.Host != host {
 			return store.ErrOpFinished
 		}
 		project = v.ProjectID
@@ -424,6 +446,10 @@ func (f *Function) failExtend(ctx context.Context, cmd events.Command, reason st
 	if err != nil {
 		return err
 	}
+	// Return what an earlier delivery may have claimed, and the quota charge.
+	if err := f.store.Shrink(ctx, cmd.VolumeID, cmd.SourcePool, cmd.OpID); err != nil {
+		return err
+	}
 	if err := f.store.Refund(ctx, "ext:"+cmd.OpID); err != nil {
 		return err
 	}
@@ -524,12 +550,19 @@ func leaveMessage(ctx context.Context, st *store.Store, project, requestID, reso
 		ResourceUUID: resourceID, CreatedAt: now, ExpiresAt: now.Add(ttl)})
 }
 
-// firstLines keeps the first n lines of text and says how many it left out, so that a decision
-// over thousands of pools is recorded in bounded space.
-func firstLines(text string, n int) string {
-	lines := strings.SplitAfter(text, "\n")
-	if len(lines) <= n {
-		return text
+// decisionRecord is what is kept of a placement: the whole explanation for a small pool set,
+// else the chosen pool, the five best candidates and how many pools were rejected, so the
+// record stays small (and cheap to build) over thousands of pools.
+func decisionRecord(d *scheduler.Decision, chosen string) string {
+	if len(d.Ranked)+d.NumRejected() <= 50 {
+		return d.Explain()
 	}
-	return strings.Join(lines[:n], "") + fmt.Sprintf("... and %d more lines\n", len(lines)-n)
+	var b strings.Builder
+	fmt.Fprintf(&b, "placed on %s; best candidates:\n", chosen)
+	for _, c := range d.Ranked[:min(5, len(d.Ranked))] {
+		fmt.Fprintf(&b, "%s: weight %.4f\n", c.Pool.Name, c.Weight)
+	}
+	fmt.Fprintf(&b, "... %d more candidates and %d rejected pools (basalt scheduler explain shows them all)\n",
+		max(0, len(d.Ranked)-5), d.NumRejected())
+	return b.String()
 }

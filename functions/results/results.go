@@ -80,6 +80,9 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 	case events.KindCreateVolume:
 		if r.OK {
 			return f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
+				if v.Host != r.Host {
+					return store.ErrOpFinished // an earlier placement's outcome, delivered late
+				}
 				v.Status, v.StatusReason = basalt.StatusAvailable, ""
 				log.Info("volume available", "host", v.Host)
 				return nil
@@ -126,43 +129,56 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 }
 
 // extended applies an extend's outcome: the new size and the previous status, or
-// error_extending with the claimed capacity and quota returned.
+// error_extending. The capacity and quota accounting then follows the operation's final state,
+// whichever delivery ended it, so a retry after a transient failure completes it.
 func (f *Function) extended(ctx context.Context, r events.Result, cmd events.Command, log *slog.Logger) error {
-	if !r.OK {
+	var err error
+	if r.OK {
+		err = f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
+			v.Size = cmd.Volume.SizeGB
+			v.Status, v.StatusReason, v.PreviousStatus = v.PreviousStatus, "", ""
+			if v.Status == "" {
+				v.Status = basalt.StatusAvailable
+			}
+			log.Info("volume extended", "size", v.Size)
+			return nil
+		})
+	} else {
 		log.Warn("volume extend failed", "err", r.Error)
-		var pool string
-		err := f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
-			pool = v.Host
+		err = f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
 			v.Status, v.StatusReason, v.PreviousStatus = basalt.StatusErrorExtend, r.Error, ""
 			return nil
 		})
-		if err != nil || pool == "" {
-			return err
-		}
-		if err := f.store.Shrink(ctx, r.VolumeID, pool, r.OpID); err != nil {
-			return err
-		}
-		return f.store.Refund(ctx, "ext:"+r.OpID)
 	}
-	applied := false
-	err := f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
-		v.Size = cmd.Volume.SizeGB
-		v.Status, v.StatusReason, v.PreviousStatus = v.PreviousStatus, "", ""
-		if v.Status == "" {
-			v.Status = basalt.StatusAvailable
-		}
-		applied = true
-		log.Info("volume extended", "size", v.Size)
+	if err != nil {
+		return err
+	}
+	return SettleExtend(ctx, f.store, r.OpID, r.VolumeID)
+}
+
+// SettleExtend does the accounting of an ended extend, idempotently: a successful one keeps
+// its growth (the claim and the quota charge become the volume's), any other returns them.
+// It does nothing while the operation is pending.
+func SettleExtend(ctx context.Context, st *store.Store, opID, volumeID string) error {
+	op, err := st.Op(ctx, opID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return nil
-	})
-	if err != nil || !applied {
+	}
+	if err != nil || op.State == basalt.OpPending {
 		return err
 	}
-	// The growth is now the volume's: it is returned with the volume.
-	if err := f.store.SettleGrow(ctx, r.VolumeID, r.OpID); err != nil {
-		return err
+	if op.State == basalt.OpDone {
+		if err := st.SettleGrow(ctx, volumeID, opID); err != nil {
+			return err
+		}
+		return st.TransferCharge(ctx, "ext:"+opID, "vol:"+volumeID)
 	}
-	return f.store.TransferCharge(ctx, "ext:"+r.OpID, "vol:"+r.VolumeID)
+	if v, err := st.Volume(ctx, volumeID); err == nil && v.Host != "" {
+		if err := st.Shrink(ctx, volumeID, v.Host, opID); err != nil {
+			return err
+		}
+	}
+	return st.Refund(ctx, "ext:"+opID)
 }
 
 // reverted applies a revert's outcome: both back to available, or the volume in error.
@@ -357,12 +373,17 @@ func (f *Function) createFailed(ctx context.Context, r events.Result, log *slog.
 	if op.State != basalt.OpPending {
 		return nil
 	}
+	if v, err := f.store.Volume(ctx, r.VolumeID); err != nil || v.OpID != r.OpID || v.Host != r.Host {
+		return nil // gone, finished, or an earlier placement's outcome delivered late
+	}
 	if r.Reschedule && r.Command != nil && op.Attempts < f.cfg.MaxAttempts {
-		if err := f.store.Release(ctx, r.VolumeID); err != nil {
+		// Capacity first, and only this placement's: a crash after it leaves the volume on
+		// r.Host, so the redelivered result does the rest.
+		if err := f.store.ReleaseFrom(ctx, r.VolumeID, r.Host); err != nil {
 			return err
 		}
 		_, err := f.store.UpdateVolumeWithOp(ctx, r.VolumeID, func(v *basalt.Volume) error {
-			if v.OpID != r.OpID {
+			if v.OpID != r.OpID || v.Host != r.Host {
 				return store.ErrOpFinished
 			}
 			v.Host = ""
@@ -385,7 +406,7 @@ func (f *Function) createFailed(ctx context.Context, r events.Result, log *slog.
 	}
 	log.Warn("volume create failed", "err", r.Error)
 	reason := fmt.Sprintf("Volume creation failed on %s: %s", r.Backend, r.Error)
-	return placement.FailCreate(ctx, f.store, r.OpID, r.VolumeID, r.RequestID, basalt.EventCreateDriverError,
+	return placement.FailCreate(ctx, f.store, r.OpID, r.VolumeID, r.Host, r.RequestID, basalt.EventCreateDriverError,
 		"schedule allocate volume:"+reason, reason, f.cfg.MessageTTL)
 }
 
@@ -414,6 +435,9 @@ func (f *Function) Reconcile(ctx context.Context) error {
 		// An overdue operation ends as if its owner had reported this failure.
 		failure := events.Result{OpID: op.ID, RequestID: op.RequestID, Kind: op.Kind, VolumeID: op.VolumeID,
 			SnapshotID: op.SnapshotID, Backend: op.Owner, Error: reason, Command: &events.Command{}}
+		if v, err := f.store.Volume(ctx, op.VolumeID); err == nil {
+			failure.Host = v.Host // the failure is about the current placement
+		}
 		if op.Kind == events.KindDeleteVolume {
 			snaps, err := f.store.VolumeSnapshots(ctx, op.VolumeID)
 			if err != nil {

@@ -39,7 +39,7 @@ func (f CapabilitiesFilter) Fits(r *Request, p *basalt.Pool) (bool, string) {
 }
 
 func (CapabilitiesFilter) pass(q *query, i int) bool {
-	if q.extend && q.r.Attached && q.set.info[i].noOnlineExt {
+	if q.onlineExt != nil && noOnlineExtend(q.onlineExt.vals[i]) {
 		return false
 	}
 	for j := range q.specs {
@@ -52,7 +52,7 @@ func (CapabilitiesFilter) pass(q *query, i int) bool {
 }
 
 func (CapabilitiesFilter) why(q *query, i int) string {
-	if q.extend && q.r.Attached && q.set.info[i].noOnlineExt {
+	if q.onlineExt != nil && noOnlineExtend(q.onlineExt.vals[i]) {
 		return "online_extend_support is false and the volume is attached"
 	}
 	for j := range q.specs {
@@ -65,6 +65,13 @@ func (CapabilitiesFilter) why(q *query, i int) string {
 		}
 	}
 	return ""
+}
+
+// noOnlineExtend reports whether an online_extend_support value forbids extending an
+// attached volume: only the boolean false does.
+func noOnlineExtend(v any) bool {
+	ok, isBool := v.(bool)
+	return isBool && !ok
 }
 
 func asMap(v any) (map[string]any, bool) {

@@ -373,8 +373,12 @@ func (f CapacityFilter) why(q *query, i int) string {
 			weight(provRatio), num(c.provisioned), num(q.requested), num(fs.totalAvailable), num(c.ratio))
 	case capRatioBelowOne:
 		return "max_over_subscription_ratio " + num(c.ratio) + " < 1"
-	case capShort:
-		return num(fs.virtualFree) + " GiB virtual free < " + num(q.requested) + " GiB requested"
+	case capShort: // the commonest reason: one allocation
+		var buf [80]byte
+		b := strconv.AppendFloat(buf[:0], fs.virtualFree, 'f', -1, 64)
+		b = append(b, " GiB virtual free < "...)
+		b = strconv.AppendFloat(b, q.requested, 'f', -1, 64)
+		return string(append(b, " GiB requested"...))
 	}
 	return ""
 }
@@ -480,7 +484,7 @@ func (AllocatedCapacityWeigher) Weigh(_ *Request, p *basalt.Pool) float64 {
 	return 0
 }
 
-func (AllocatedCapacityWeigher) weigh(q *query, i int) float64 { return q.set.info[i].allocated }
+func (AllocatedCapacityWeigher) weigh(q *query, i int) float64 { return q.set.extra[i].allocated }
 
 // show formats a reported value for a reason.
 func show(v any) string {

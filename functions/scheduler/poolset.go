@@ -19,37 +19,41 @@ import (
 // number of requests on it with PlaceSet.
 type PoolSet struct {
 	pools   []basalt.Pool
-	info    []poolInfo // per pool
-	zones   []string   // interned zones; info[i].zone indexes them
+	info    []poolInfo  // per pool
+	extra   []poolExtra // per pool, when has is not 0
+	zones   []string    // interned zones; info[i].zone indexes them
 	ratio   ratioConfig
-	has     prep // what info holds besides the capacity
-	workers int  // goroutines to build columns with
+	has     prep  // what extra holds
+	paths   paths // the provisioning types info has capacity factors for
+	workers int   // goroutines to build columns with
 
-	mu   sync.Mutex                         // serializes column builds
-	cols atomic.Pointer[map[colKey]*column] // copy on write
+	mu    sync.Mutex                         // serializes column builds
+	cols  atomic.Pointer[map[colKey]*column] // copy on write
+	spare [][]any                            // cleared column buffers to reuse (Place's sets)
 }
 
 // prep flags what Prepare extracted besides the capacity, for the configured built-ins.
 type prep uint8
 
 const (
-	prepOnlineExt prep = 1 << iota // CapabilitiesFilter: online_extend_support is false
-	prepAllocated                  // AllocatedCapacityWeigher
+	prepAllocated prep = 1 << iota // AllocatedCapacityWeigher
 	prepVolumes                    // VolumeNumberWeigher
 	prepNameHash                   // ChanceWeigher
 )
 
-// poolInfo is what a PoolSet knows of one pool. It holds no pointers, so that the garbage
-// collector never scans it.
+// poolInfo is what a PoolSet knows of one pool for the default filters and weigher. It holds
+// no pointers, so that the garbage collector never scans it.
 type poolInfo struct {
-	c         capacity   // ratio resolved for PoolSet.ratio
-	fs        [2]factors // capacity factors: [0] thick path, [1] thin path (thin request, thin-capable pool)
-	nameHash  uint64     // fnv64(Name), for ChanceWeigher
-	allocated float64    // allocated_capacity_gb as AllocatedCapacityWeigher reads it
-	volumes   float64    // total_volumes as VolumeNumberWeigher reads it
-	zone      int32      // index into PoolSet.zones
-	// noOnlineExt: online_extend_support is the boolean false.
-	noOnlineExt bool
+	c    capacity   // ratio resolved for PoolSet.ratio
+	fs   [2]factors // capacity factors: [0] thick path, [1] thin path (thin request, thin-capable pool)
+	zone int32      // index into PoolSet.zones
+}
+
+// poolExtra is what a PoolSet knows of one pool for the other weighers.
+type poolExtra struct {
+	nameHash  uint64  // fnv64(Name), for ChanceWeigher
+	allocated float64 // allocated_capacity_gb as AllocatedCapacityWeigher reads it
+	volumes   float64 // total_volumes as VolumeNumberWeigher reads it
 }
 
 // factors returns the capacity factors of the request's provisioning type (see
@@ -63,7 +67,7 @@ func (in *poolInfo) factors(thin bool) *factors {
 
 // maxColumns bounds the capability columns a PoolSet keeps: past it, columns are built for
 // one request and dropped.
-const maxColumns = 256
+const maxColumns = 64
 
 // colKey names a capability column: the path CapabilitiesFilter walks, joined with ':'. root
 // is the path of no keys at all (the extra spec "capabilities" alone), whose column holds the
@@ -93,16 +97,81 @@ func (s *Scheduler) Prepare(pools []basalt.Pool) *PoolSet {
 }
 
 func prepare(pools []basalt.Pool, g ratioConfig, need prep, workers int) *PoolSet {
-	ps := &PoolSet{pools: pools, info: make([]poolInfo, len(pools)), ratio: g, has: need, workers: workers}
+	ps := new(PoolSet)
+	ps.reset(pools, g, need, bothPaths, workers, nil, nil)
+	return ps
+}
+
+// colSpec is a capability column to extract.
+type colSpec struct {
+	key  colKey
+	path []string
+}
+
+// reset prepares pools into ps for the provisioning types only says, reusing its memory, and
+// extracts cols in the same pass over each pool's report (Place's request's: the reports are
+// read once while they are in cache). With zoneOK, it reads only the reports of pools in the
+// zones zoneOK accepts: the others are left unread for a request that AvailabilityZoneFilter
+// filters first. ps must not be in use.
+func (ps *PoolSet) reset(pools []basalt.Pool, g ratioConfig, need prep, only paths, workers int,
+	cols []colSpec, zoneOK func(zone string) bool) {
+	ps.pools, ps.ratio, ps.has, ps.paths, ps.workers = pools, g, need, only, workers
+	ps.info = grow(ps.info, len(pools))
+	clear(ps.info)
+	ps.extra = ps.extra[:0]
+	if need != 0 {
+		ps.extra = grow(ps.extra, len(pools))
+		clear(ps.extra)
+	}
+	ps.internZones()
+	var skip []bool // by zone
+	if zoneOK != nil {
+		skip = make([]bool, len(ps.zones))
+		for z, zone := range ps.zones {
+			skip[z] = !zoneOK(zone)
+		}
+	}
+	var built map[colKey]*column
+	var fill []*column // built's columns, in cols order, each once
+	for _, cs := range cols {
+		if _, dup := built[cs.key]; dup {
+			continue
+		}
+		if built == nil {
+			built = make(map[colKey]*column, len(cols))
+		}
+		c := ps.newColumn()
+		built[cs.key] = c
+		fill = append(fill, c)
+		cols[len(fill)-1] = cs
+	}
 	parallel(len(pools), workers, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			ps.info[i].read(&pools[i], g, need)
+			p, in := &pools[i], &ps.info[i]
+			if skip != nil && skip[in.zone] {
+				continue
+			}
+			in.read(p, g, only)
+			if need != 0 {
+				ps.extra[i].read(p, need)
+			}
+			for k, c := range fill {
+				c.vals[i] = lookup(p.Capabilities, cols[k].path)
+			}
 		}
 	})
+	if built != nil {
+		ps.cols.Store(&built)
+	}
+}
+
+// internZones fills ps.zones with the pools' distinct zones and sets each pool's index.
+func (ps *PoolSet) internZones() {
+	ps.zones = ps.zones[:0]
 	var index map[string]int32 // beyond a few zones
 	last := int32(-1)
-	for i := range pools {
-		z := pools[i].Zone
+	for i := range ps.pools {
+		z := ps.pools[i].Zone
 		if last >= 0 && ps.zones[last] == z {
 			ps.info[i].zone = last
 			continue
@@ -132,25 +201,52 @@ func prepare(pools []basalt.Pool, g ratioConfig, need prep, workers int) *PoolSe
 		}
 		ps.info[i].zone = last
 	}
-	return ps
+}
+
+// recycle clears ps for reuse by reset, keeping its buffers. Nothing may use ps any more.
+func (ps *PoolSet) recycle() {
+	if m := ps.cols.Load(); m != nil {
+		for _, c := range *m {
+			clear(c.vals)
+			ps.spare = append(ps.spare, c.vals[:0])
+		}
+		ps.cols.Store(nil)
+	}
+	clear(ps.zones)
+	ps.pools = nil
 }
 
 // prepareOne prepares a single pool, for the built-ins' Fits and Weigh.
 func prepareOne(p *basalt.Pool, g ratioConfig) *PoolSet {
-	return prepare([]basalt.Pool{*p}, g, prepOnlineExt|prepAllocated|prepVolumes|prepNameHash, 1)
+	return prepare([]basalt.Pool{*p}, g, prepAllocated|prepVolumes|prepNameHash, 1)
 }
 
-// read fills in what the set knows of p.
-func (in *poolInfo) read(p *basalt.Pool, g ratioConfig, need prep) {
-	caps := p.Capabilities
-	in.c = readCapacity(caps, g)
-	// Computed whether or not the pool's report is usable: then they are never read.
-	in.fs[0] = in.c.capacityFactors(false, in.c.ratio)
-	in.fs[1] = in.c.capacityFactors(true, in.c.ratio)
-	if need&prepOnlineExt != 0 {
-		ok, isBool := caps[keyOnlineExt].(bool)
-		in.noOnlineExt = isBool && !ok
+// paths says which provisioning types a set serves: factors computes the capacity factors of
+// those only.
+type paths uint8
+
+const (
+	bothPaths paths = iota // Prepare's
+	thinPath               // Place's, for a thin request
+	thickPath              // Place's, for a thick request
+)
+
+// read fills in what the set knows of p for the default filters and weigher.
+func (in *poolInfo) read(p *basalt.Pool, g ratioConfig, only paths) {
+	in.c = readCapacity(p.Capabilities, g)
+	// Computed whether or not the pool's report is usable: then they are never read. The
+	// thin path needs thin support; without it a thin request takes the thick path.
+	if in.c.thinSupport && only != thickPath {
+		in.fs[1] = in.c.capacityFactors(true, in.c.ratio)
 	}
+	if !in.c.thinSupport || only != thinPath {
+		in.fs[0] = in.c.capacityFactors(false, in.c.ratio)
+	}
+}
+
+// read fills in what the other weighers need of p.
+func (in *poolExtra) read(p *basalt.Pool, need prep) {
+	caps := p.Capabilities
 	if need&prepAllocated != 0 {
 		if kind, f := readCap(caps, keyAllocated); kind == capNumber {
 			in.allocated = f
@@ -174,7 +270,7 @@ func (ps *PoolSet) Pools() []basalt.Pool { return ps.pools }
 
 // fits reports whether the set can serve a Scheduler with ratio g needing need.
 func (ps *PoolSet) fits(g ratioConfig, need prep) bool {
-	return ps.ratio == g && ps.has&need == need
+	return ps.ratio == g && ps.has&need == need && ps.paths == bothPaths
 }
 
 // column returns the values of the capability at the end of path for every pool, building
@@ -193,7 +289,7 @@ func (ps *PoolSet) column(key colKey, path []string) *column {
 			return c
 		}
 	}
-	c := &column{vals: make([]any, len(ps.pools))}
+	c := ps.newColumn()
 	parallel(len(ps.pools), ps.workers, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			c.vals[i] = lookup(ps.pools[i].Capabilities, path)
@@ -211,6 +307,18 @@ func (ps *PoolSet) column(key colKey, path []string) *column {
 		}
 		m[key] = c
 		ps.cols.Store(&m)
+	}
+	return c
+}
+
+// newColumn returns a column for every pool of ps, from a spare buffer when there is one.
+// ps.mu must be held, or ps not in use.
+func (ps *PoolSet) newColumn() *column {
+	c := new(column)
+	if n := len(ps.spare); n > 0 && cap(ps.spare[n-1]) >= len(ps.pools) {
+		c.vals, ps.spare = ps.spare[n-1][:len(ps.pools)], ps.spare[:n-1]
+	} else {
+		c.vals = make([]any, len(ps.pools))
 	}
 	return c
 }

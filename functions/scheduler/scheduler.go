@@ -89,9 +89,10 @@ type query struct {
 	attempted []attempt // Request.Attempted
 
 	// Set by bind.
-	set    *PoolSet
-	cols   []*column // per spec: the capability values it compares
-	zoneOK []bool    // per zone of the set: AvailabilityZoneFilter passes it
+	set       *PoolSet
+	cols      []*column // per spec: the capability values it compares
+	onlineExt *column   // online_extend_support, for the extend of an attached volume
+	zoneOK    []bool    // per zone of the set: AvailabilityZoneFilter passes it
 }
 
 // attempt is an entry of Request.Attempted.
@@ -101,9 +102,11 @@ type attempt struct {
 }
 
 func newQuery(r *Request, g ratioConfig) *query {
-	if r == nil {
-		r = &Request{}
+	rc := new(Request) // a copy: a Decision formats its reasons later
+	if r != nil {
+		*rc = *r
 	}
+	r = rc
 	q := &query{
 		r:         r,
 		extend:    r.Operation == OpExtendVolume,
@@ -137,11 +140,29 @@ func (q *query) bind(set *PoolSet) {
 			q.cols[j] = set.column(sp.col, sp.path)
 		}
 	}
+	if q.extend && q.r.Attached {
+		q.onlineExt = set.column(onlineExtCol.key, onlineExtCol.path)
+	}
 	q.zoneOK = make([]bool, len(set.zones))
 	for z, zone := range set.zones {
 		q.zoneOK[z] = q.zoneFits(zone)
 	}
 }
+
+// columns returns the capability columns bind will ask for.
+func (q *query) columns() []colSpec {
+	var cols []colSpec
+	for j := range q.specs {
+		cols = append(cols, colSpec{q.specs[j].col, q.specs[j].path})
+	}
+	if q.extend && q.r.Attached {
+		cols = append(cols, onlineExtCol)
+	}
+	return cols
+}
+
+// onlineExtCol is the column of online_extend_support.
+var onlineExtCol = colSpec{colKey{path: keyOnlineExt}, []string{keyOnlineExt}}
 
 // bindOne prepares p alone and binds q to it, for the built-ins' Fits and Weigh.
 func (q *query) bindOne(p *basalt.Pool) *query {
@@ -193,8 +214,9 @@ type Config struct {
 	// AutoOverSubscription makes the global ratio "auto" (MaxOverSubscriptionRatio is then
 	// ignored): 1 + provisioned/(total - free + 1), or 20 while nothing is provisioned.
 	AutoOverSubscription bool
-	// OmitWeights leaves Candidate.Weights nil (Weight still holds the sum), saving a map per
-	// candidate: about a third of Place's time on thousands of pools.
+	// OmitWeights leaves Candidate.Weights nil (Weight still holds the sum), saving Place a
+	// map per candidate, about a third of its time on thousands of pools; PlaceSet then keeps
+	// no per-weigher weights either (CandidateWeights returns nil, Explain shows the sum).
 	OmitWeights bool
 }
 
@@ -299,9 +321,10 @@ type Scheduler struct {
 	mult     []float64 // weigher multipliers, in order
 	capacity *CapacityFilter
 	ratio    ratioConfig
-	need     prep      // what Prepare extracts for these filters and weighers
+	need     prep      // what Prepare extracts for these weighers
 	omit     bool      // Config.OmitWeights
 	scratch  sync.Pool // of *scratch
+	sets     sync.Pool // of *PoolSet, Place's
 	// chunk is the fewest pools worth a goroutine of their own, workers the most
 	// goroutines (0: GOMAXPROCS). Tests change them.
 	chunk, workers int
@@ -322,11 +345,8 @@ func New(cfg Config) (*Scheduler, error) {
 	fs, ws := builtinFilters(&cfg), builtinWeighers(&cfg)
 	for _, name := range cfg.Filters {
 		f := fs[name]
-		switch f := f.(type) {
-		case CapacityFilter:
-			s.capacity = &f
-		case CapabilitiesFilter:
-			s.need |= prepOnlineExt
+		if cf, ok := f.(CapacityFilter); ok {
+			s.capacity = &cf
 		}
 		s.filters = append(s.filters, f)
 	}
@@ -535,8 +555,24 @@ func (s *Scheduler) workersFor(n int) int {
 // Decision.Rejected and every candidate's Weights filled in. To place several requests on
 // the same pools, prepare them once and call PlaceSet.
 func (s *Scheduler) Place(r *Request, pools []basalt.Pool) *Decision {
-	d := s.PlaceSet(r, s.Prepare(pools))
-	d.Rejected = d.Rejections()
+	set, _ := s.sets.Get().(*PoolSet)
+	if set == nil {
+		set = new(PoolSet)
+	}
+	q := newQuery(r, s.ratio)
+	only := thickPath
+	if q.thin {
+		only = thinPath
+	}
+	var zoneOK func(string) bool
+	if len(s.filters) > 0 && s.filters[0].Name() == "AvailabilityZoneFilter" {
+		zoneOK = q.zoneFits // the other pools are rejected on their zone alone
+	}
+	set.reset(pools, s.ratio, s.need, only, s.workersFor(len(pools)), q.columns(), zoneOK)
+	d := s.place(q, set)
+	d.Rejected, d.rej = d.Rejections(), nil // the last reference to set
+	set.recycle()
+	s.sets.Put(set)
 	if !s.omit && len(d.Ranked) > 0 {
 		parallel(len(d.Ranked), s.workersFor(len(d.Ranked)), func(_, lo, hi int) {
 			for i := lo; i < hi; i++ {
@@ -551,18 +587,22 @@ func (s *Scheduler) Place(r *Request, pools []basalt.Pool) *Decision {
 // then weighs and ranks the pools that passed. A nil r is an empty request, a nil set an
 // empty one. It formats no rejection reason (Rejections and Explain do, on demand) and builds
 // no Weights map (CandidateWeights and Explain read the weights it keeps); Ranked, Weight and
-// Limit are as Place gives them. The Decision refers to r and set, which must not change
-// while it is in use. PlaceSet does no I/O and is safe for concurrent use, on one set too; on
-// large sets it uses several goroutines, all finished when it returns.
+// Limit are as Place gives them. The Decision refers to set (not to r), which must not
+// change while it is in use. PlaceSet does no I/O and is safe for concurrent use, on one set
+// too; on large sets it uses several goroutines, all finished when it returns.
 func (s *Scheduler) PlaceSet(r *Request, set *PoolSet) *Decision {
 	if set == nil {
 		set = s.Prepare(nil)
 	} else if !set.fits(s.ratio, s.need) {
 		set = s.Prepare(set.pools)
 	}
-	pools := set.pools
-	q := newQuery(r, s.ratio)
+	return s.place(newQuery(r, s.ratio), set)
+}
+
+// place is PlaceSet for q on a set prepared for s.
+func (s *Scheduler) place(q *query, set *PoolSet) *Decision {
 	q.bind(set)
+	pools := set.pools
 	d := &Decision{weighers: s.names}
 	sc, _ := s.scratch.Get().(*scratch)
 	if sc == nil {

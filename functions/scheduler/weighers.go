@@ -24,7 +24,7 @@ func (VolumeNumberWeigher) Weigh(_ *Request, p *basalt.Pool) float64 {
 	return 0
 }
 
-func (VolumeNumberWeigher) weigh(q *query, i int) float64 { return q.set.info[i].volumes }
+func (VolumeNumberWeigher) weigh(q *query, i int) float64 { return q.set.extra[i].volumes }
 
 // ChanceWeigher gives each pool a random weight in [0,1), as Cinder's random.random(), but
 // drawn from a PCG generator seeded with hashes of the request id and the pool name: the same
@@ -46,7 +46,7 @@ func (ChanceWeigher) Weigh(r *Request, p *basalt.Pool) float64 {
 }
 
 func (ChanceWeigher) weigh(q *query, i int) float64 {
-	return chance(q.idHash, q.set.info[i].nameHash)
+	return chance(q.idHash, q.set.extra[i].nameHash)
 }
 
 // chance is the weight of the pool whose name hashes to poolHash for the request whose id

@@ -167,10 +167,12 @@ redis.call('HSET', KEYS[2], 'pool', ARGV[1], 'size', ARGV[2])
 return 1
 `)
 
-// releaseScript returns a volume's claim to its pool's ledger. KEYS: alloc. ARGV: key prefix.
+// releaseScript returns a volume's claim to its pool's ledger. KEYS: alloc. ARGV: key prefix,
+// and optionally the pool the claim must be on (a claim on another pool is left alone).
 var releaseScript = redis.NewScript(`
 local pool = redis.call('HGET', KEYS[1], 'pool')
 if not pool then return 0 end
+if ARGV[2] and ARGV[2] ~= '' and ARGV[2] ~= pool then return 0 end
 local size = tonumber(redis.call('HGET', KEYS[1], 'size'))
 local ledger = ARGV[1] .. 'ledger:' .. pool
 local left = tonumber(redis.call('INCRBYFLOAT', ledger, -size))
@@ -202,6 +204,18 @@ func (s *Store) Release(ctx context.Context, volumeID string) error {
 	// hash tag of events.KeyPrefix, so the script stays within one Cluster slot.
 	if err := releaseScript.Run(ctx, s.rdb, []string{allocKey(volumeID)}, p).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("release capacity of %s: %w", volumeID, err)
+	}
+	return nil
+}
+
+// ReleaseFrom returns volumeID's claim only if it is on pool: a stale outcome of an earlier
+// placement never releases the current one. It is idempotent.
+func (s *Store) ReleaseFrom(ctx context.Context, volumeID, pool string) error {
+	if pool == "" {
+		return nil
+	}
+	if err := releaseScript.Run(ctx, s.rdb, []string{allocKey(volumeID)}, p, pool).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("release capacity of %s on %s: %w", volumeID, pool, err)
 	}
 	return nil
 }

@@ -106,7 +106,7 @@ func update[T any](ctx context.Context, rdb redis.UniversalClient, key string, n
 				return err
 			}
 			_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-				pipe.Set(ctx, key, mustJSON(v), 0)
+				pipe.Set(ctx, key, mustJSON(v), redis.KeepTTL) // an operation record keeps its expiry
 				if extra != nil {
 					extra(pipe, v)
 				}
@@ -262,6 +262,28 @@ func (s *Store) DeleteVolume(ctx context.Context, v *basalt.Volume) error {
 		return fmt.Errorf("delete volume %s: %w", v.ID, err)
 	}
 	return nil
+}
+
+// DeleteVolumeIf removes volume id's record in one compare-and-set, if check accepts its
+// current state (check's error is returned as is).
+func (s *Store) DeleteVolumeIf(ctx context.Context, id string, check func(v *basalt.Volume) error) error {
+	return s.txn(ctx, []string{volumeKey(id)}, func(tx *redis.Tx) (func(redis.Pipeliner), error) {
+		v, err := getJSON[basalt.Volume](ctx, tx, volumeKey(id))
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			return nil, volumeNotFound(id)
+		}
+		if err := check(v); err != nil {
+			return nil, err
+		}
+		return func(pipe redis.Pipeliner) {
+			pipe.Del(ctx, volumeKey(id))
+			pipe.ZRem(ctx, volumesKey, id)
+			pipe.ZRem(ctx, projectVolumesKey(v.ProjectID), id)
+		}, nil
+	})
 }
 
 // ---- operations ----

@@ -94,14 +94,20 @@ func placementRequests(n int, zone string) []*scheduler.Request {
 // placementRow is the outcome of one pool count.
 type placementRow struct {
 	pools      int
-	calls      int
-	elapsed    time.Duration
-	lat        summary
-	candidates float64 // mean ranked pools per decision
+	calls      int           // PlaceSet calls timed
+	elapsed    time.Duration // their wall time
+	lat        summary       // PlaceSet on the prepared pools
+	candidates float64       // mean ranked pools per decision
+	place      summary       // Place: Prepare, PlaceSet, every reason and Weights map formatted
+	prepare    summary       // Prepare alone
 }
 
-// benchPlacement times Place, called from one goroutine, over each pool count: up to maxCalls
-// calls or maxTime, whichever ends first, after a short warm-up.
+// benchPlacement times one goroutine placing requests on each pool count, three ways: PlaceSet
+// on pools prepared once (the headline figure, what the targets apply to), Place on the raw
+// pools (which prepares them on every call and formats every rejection reason and Weights
+// map), and Prepare alone. PlaceSet gets up to maxCalls calls or maxTime, whichever ends
+// first, after a short warm-up; Place and Prepare a quarter of each. Before timing, it checks
+// that PlaceSet and Place explain the first request identically.
 func benchPlacement(ctx context.Context, counts []int, zone string, maxCalls int, maxTime time.Duration,
 	progress io.Writer) ([]placementRow, error) {
 	// The configuration the scheduler process runs with by default.
@@ -116,9 +122,13 @@ func benchPlacement(ctx context.Context, counts []int, zone string, maxCalls int
 			return rows, ctx.Err()
 		}
 		pools := syntheticPools(n)
+		set := s.Prepare(pools)
+		if a, b := s.PlaceSet(reqs[0], set).Explain(), s.Place(reqs[0], pools).Explain(); a != b {
+			return rows, fmt.Errorf("%d pools: PlaceSet and Place decide differently", n)
+		}
 		warm := time.Now()
 		for i := 0; i < maxCalls/10 && time.Since(warm) < maxTime/10; i++ {
-			s.Place(reqs[i%len(reqs)], pools)
+			s.PlaceSet(reqs[i%len(reqs)], set)
 		}
 		runtime.GC()
 		lat := make([]time.Duration, 0, maxCalls)
@@ -127,33 +137,55 @@ func benchPlacement(ctx context.Context, counts []int, zone string, maxCalls int
 		for len(lat) < maxCalls && time.Since(start) < maxTime && ctx.Err() == nil {
 			r := reqs[len(lat)%len(reqs)]
 			t := time.Now()
-			d := s.Place(r, pools)
+			d := s.PlaceSet(r, set)
 			lat = append(lat, time.Since(t))
 			ranked += len(d.Ranked)
 		}
 		row := placementRow{pools: n, calls: len(lat), elapsed: time.Since(start), lat: summarize(lat),
 			candidates: float64(ranked) / float64(max(len(lat), 1))}
-		fmt.Fprintf(progress, "placement: %d pools: %d calls, median %s\n", n, row.calls, dur(row.lat.p50))
+		row.place = timeCalls(ctx, maxCalls/4, maxTime/4, func(i int) { s.Place(reqs[i%len(reqs)], pools) })
+		row.prepare = timeCalls(ctx, maxCalls/4, maxTime/4, func(int) { s.Prepare(pools) })
+		fmt.Fprintf(progress, "placement: %d pools: %d calls, median %s prepared, %s unprepared, %s to prepare\n",
+			n, row.calls, dur(row.lat.p50), dur(row.place.p50), dur(row.prepare.p50))
 		rows = append(rows, row)
 	}
 	return rows, nil
 }
 
+// timeCalls times fn(0), fn(1), ... from one goroutine: up to calls calls or d, whichever ends
+// first (at least one), after a garbage collection.
+func timeCalls(ctx context.Context, calls int, d time.Duration, fn func(i int)) summary {
+	runtime.GC()
+	lat := make([]time.Duration, 0, max(calls, 1))
+	start := time.Now()
+	for len(lat) == 0 || len(lat) < calls && time.Since(start) < d && ctx.Err() == nil {
+		t := time.Now()
+		fn(len(lat))
+		lat = append(lat, time.Since(t))
+	}
+	return summarize(lat)
+}
+
 func printPlacement(w io.Writer, rows []placementRow, zone string, maxCalls int, maxTime time.Duration) {
 	fmt.Fprintf(w, "## 1. Scheduler placement\n\n")
-	fmt.Fprintf(w, "One goroutine calls `scheduler.(*Scheduler).Place` with the default filters (AvailabilityZoneFilter, "+
+	fmt.Fprintf(w, "One goroutine places requests with the default filters (AvailabilityZoneFilter, "+
 		"CapacityFilter, CapabilitiesFilter, IgnoreAttemptedHostsFilter) and weigher (CapacityWeigher), as the scheduler "+
-		"process runs by default; Place may itself use up to GOMAXPROCS goroutines on large pool sets. Each row: up to "+
-		"%s calls or %s, after a warm-up.\n\n",
+		"process runs by default. The headline columns (median, p99, decisions/s, target) time "+
+		"`scheduler.(*Scheduler).PlaceSet` on pools prepared once with `Prepare`, as the scheduler function does between "+
+		"capability reports: up to %s calls or %s per row, after a warm-up. The last two columns time `Place` on the "+
+		"unprepared pools (it prepares them on every call, then formats every rejection reason and Weights map) and "+
+		"`Prepare` alone, each for up to a quarter of that. Prepare, PlaceSet and Place may each use up to GOMAXPROCS "+
+		"goroutines on large pool sets.\n\n",
 		count(maxCalls), maxTime)
-	fmt.Fprintf(w, "| pools | median | p99 | decisions/s | target |\n|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(w, "| pools | median | p99 | decisions/s | target | `Place` (unprepared) median | `Prepare` median |\n"+
+		"|---:|---:|---:|---:|---|---:|---:|\n")
 	for _, r := range rows {
 		target := "—"
 		if t, ok := placementTargets[r.pools]; ok {
 			target = verdict("< "+dur(t), r.lat.p50 < t)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", count(r.pools), dur(r.lat.p50), dur(r.lat.p99),
-			rate(r.calls, r.elapsed), target)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", count(r.pools), dur(r.lat.p50), dur(r.lat.p99),
+			rate(r.calls, r.elapsed), target, dur(r.place.p50), dur(r.prepare.p50))
 	}
 	where := "any zone"
 	if zone != "" {
