@@ -250,15 +250,17 @@ var AllSnapshotStatuses = []SnapshotStatus{SnapCreating, SnapAvailable, SnapDele
 
 // A Snapshot is a point-in-time copy of a volume, kept on the volume's backend.
 type Snapshot struct {
-	ID          string            `json:"id"`
-	ProjectID   string            `json:"project_id"`
-	UserID      string            `json:"user_id"`
-	VolumeID    string            `json:"volume_id"`
-	Name        *string           `json:"name"`
-	Description *string           `json:"description"`
-	Size        int               `json:"size"`
-	Status      SnapshotStatus    `json:"status"`
-	Metadata    map[string]string `json:"metadata"`
+	ID          string         `json:"id"`
+	ProjectID   string         `json:"project_id"`
+	UserID      string         `json:"user_id"`
+	VolumeID    string         `json:"volume_id"`
+	Name        *string        `json:"name"`
+	Description *string        `json:"description"`
+	Size        int            `json:"size"`
+	Status      SnapshotStatus `json:"status"`
+	// PreviousStatus is the status to return to when a delete could not be sent.
+	PreviousStatus SnapshotStatus    `json:"previous_status,omitempty"`
+	Metadata       map[string]string `json:"metadata"`
 	// Host is the pool (host@backend#pool) of the volume when the snapshot was taken.
 	Host         string     `json:"host"`
 	CreatedAt    time.Time  `json:"created_at"`

@@ -129,3 +129,21 @@ func unavailable(logger *slog.Logger, what string, err error) error {
 	logger.Error(what, "err", err)
 	return basalt.Errorf(basalt.EUNAVAILABLE, "The service is temporarily unable to %s; try again.", what)
 }
+
+// publishOrUndo sends a command whose operation the caller has just recorded. When the bus
+// cannot take it, undo puts the resources back as they were, the operation ends, and the caller
+// gets EUNAVAILABLE: a retry is safe, and nothing waits for the reconciler's deadline.
+func (p *Plane) publishOrUndo(ctx context.Context, topic string, op *basalt.Operation, cmd any, undo func() error) error {
+	err := p.pub.Publish(topic, op.ID, CallerFrom(ctx).RequestID, cmd)
+	if err == nil {
+		return nil
+	}
+	p.logger.Error("publish command", "topic", topic, "op_id", op.ID, "err", err)
+	if uerr := undo(); uerr != nil {
+		// The operation stays pending: the reconciler ends it at its deadline.
+		p.logger.Error("undo an unsent command", "op_id", op.ID, "err", uerr)
+	} else {
+		p.endOp(ctx, op.ID, "the command could not be sent")
+	}
+	return basalt.Errorf(basalt.EUNAVAILABLE, "The service is temporarily unable to send the request to its backend; nothing was changed, try again.")
+}

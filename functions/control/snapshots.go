@@ -78,8 +78,14 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateSnapshot,
 		VolumeID: vol.ID, ProjectID: vol.ProjectID, SnapshotID: sn.ID, SourcePool: sn.Host,
 		Volume: basalt.VolumeSpec{ID: vol.ID, SizeGB: sn.Size}}
-	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
-		p.logger.Error("publish snapshot create", "snapshot_id", sn.ID, "op_id", op.ID, "err", err)
+	err = p.publishOrUndo(ctx, events.TopicScheduler, op, cmd, func() error {
+		if err := p.store.RemoveSnapshot(ctx, sn); err != nil {
+			return err
+		}
+		return p.RefundQuota(ctx, "snap:"+sn.ID)
+	})
+	if err != nil {
+		return nil, err
 	}
 	p.logger.Info("snapshot create accepted", "snapshot_id", sn.ID, "volume_id", vol.ID, "op_id", op.ID, "request_id", c.RequestID)
 	return sn, nil
@@ -228,7 +234,7 @@ func (p *Plane) DeleteSnapshot(ctx context.Context, id string, force bool) error
 		if sn.Status == basalt.SnapDeleting || (!force && sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError) {
 			return invalid("Invalid snapshot: Snapshot status must be available or error and must not be part of a group.")
 		}
-		sn.Status = basalt.SnapDeleting
+		sn.PreviousStatus, sn.Status = sn.Status, basalt.SnapDeleting
 		op = p.newSnapshotOp(ctx, events.KindDeleteSnapshot, sn, sn.Backend())
 		sn.OpID = op.ID
 		return nil
@@ -238,10 +244,16 @@ func (p *Plane) DeleteSnapshot(ctx context.Context, id string, force bool) error
 	}
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteSnapshot,
 		VolumeID: sn.VolumeID, ProjectID: sn.ProjectID, SnapshotID: sn.ID, Backend: sn.Backend()}
-	if err := p.pub.Publish(events.BackendTopic(sn.Backend()), op.ID, c.RequestID, cmd); err != nil {
-		p.logger.Error("publish snapshot delete", "snapshot_id", sn.ID, "op_id", op.ID, "err", err)
-	}
-	return nil
+	return p.publishOrUndo(ctx, events.BackendTopic(sn.Backend()), op, cmd, func() error {
+		_, err := p.store.UpdateSnapshot(ctx, id, func(sn *basalt.Snapshot) error {
+			if sn.OpID != op.ID {
+				return store.ErrOpFinished
+			}
+			sn.Status, sn.PreviousStatus, sn.OpID = sn.PreviousStatus, "", ""
+			return nil
+		}, nil)
+		return err
+	})
 }
 
 func (p *Plane) newSnapshotOp(ctx context.Context, kind string, sn *basalt.Snapshot, owner string) *basalt.Operation {

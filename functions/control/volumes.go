@@ -611,13 +611,13 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 			if sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError {
 				return invalid("Invalid volume: Snapshot %s of the volume is %s; a cascade delete needs every snapshot available or error.", sn.ID, sn.Status)
 			}
-			sn.Status = basalt.SnapDeleting
+			sn.PreviousStatus, sn.Status = sn.Status, basalt.SnapDeleting
 		}
 		unplaced = v.Host == ""
 		if unplaced {
 			return basalt.Errorf(basalt.ECONFLICT, "Volume %s changed during the delete; try again.", id)
 		}
-		v.Status = basalt.StatusDeleting
+		v.PreviousStatus, v.Status = v.Status, basalt.StatusDeleting
 		op = p.newOp(ctx, events.KindDeleteVolume, v, v.Backend())
 		replaced, v.OpID = v.OpID, op.ID
 		for _, sn := range snaps {
@@ -634,9 +634,23 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteVolume,
 		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), Snapshots: snapIDs,
 		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
-	if err := p.pub.Publish(events.BackendTopic(v.Backend()), op.ID, c.RequestID, cmd); err != nil {
-		// The operation record stays: the reconciler ends it at its deadline.
-		p.logger.Error("publish delete", "volume_id", v.ID, "op_id", op.ID, "err", err)
+	err = p.publishOrUndo(ctx, events.BackendTopic(v.Backend()), op, cmd, func() error {
+		_, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, snapIDs, func(v *basalt.Volume, snaps []*basalt.Snapshot) error {
+			if v.OpID != op.ID {
+				return store.ErrOpFinished
+			}
+			v.Status, v.PreviousStatus, v.OpID = v.PreviousStatus, "", ""
+			for _, sn := range snaps {
+				if sn.OpID == op.ID {
+					sn.Status, sn.PreviousStatus, sn.OpID = sn.PreviousStatus, "", ""
+				}
+			}
+			return nil
+		}, nil)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "snapshots", len(snapIDs))
 	return nil
@@ -716,20 +730,20 @@ func (p *Plane) ExtendVolume(ctx context.Context, id string, newSize int, online
 		return unavailable(p.logger, "extend the volume", err)
 	}
 	if err := p.charge(ctx, v.ProjectID, chargeID, quotaGrow(v.VolumeTypeName, delta, newSize)); err != nil {
-		p.undoExtend(ctx, v.ID, op.ID)
+		p.undoExtend(ctx, v.ID, op.ID, "refused by quota")
 		return err
 	}
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindExtendVolume,
 		VolumeID: v.ID, ProjectID: v.ProjectID, SourcePool: v.Host, OldSizeGB: newSize - delta,
 		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: newSize}}
-	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
-		p.logger.Error("publish extend", "volume_id", v.ID, "op_id", op.ID, "err", err)
-	}
-	return nil
+	return p.publishOrUndo(ctx, events.TopicScheduler, op, cmd, func() error {
+		p.undoExtend(ctx, v.ID, op.ID, "the command could not be sent")
+		return p.RefundQuota(ctx, "ext:"+op.ID)
+	})
 }
 
 // undoExtend puts a volume whose extend was refused before it started back in its status.
-func (p *Plane) undoExtend(ctx context.Context, id, opID string) {
+func (p *Plane) undoExtend(ctx context.Context, id, opID, reason string) {
 	_, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
 		if v.OpID != opID {
 			return store.ErrOpFinished
@@ -740,7 +754,7 @@ func (p *Plane) undoExtend(ctx context.Context, id, opID string) {
 	if err != nil && !errors.Is(err, store.ErrOpFinished) {
 		p.logger.Error("undo extend", "volume_id", id, "err", err)
 	}
-	p.endOp(ctx, opID, "refused by quota")
+	p.endOp(ctx, opID, reason)
 }
 
 // RevertVolume restores volume id's bytes from snapshot snapID, which must be the volume's
@@ -791,10 +805,19 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 	}
 	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindRevert, VolumeID: id,
 		ProjectID: v.ProjectID, SnapshotID: snapID, Backend: v.Backend(), Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size}}
-	if err := p.pub.Publish(events.BackendTopic(v.Backend()), op.ID, c.RequestID, cmd); err != nil {
-		p.logger.Error("publish revert", "volume_id", id, "op_id", op.ID, "err", err)
-	}
-	return nil
+	return p.publishOrUndo(ctx, events.BackendTopic(v.Backend()), op, cmd, func() error {
+		_, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
+			if v.OpID != op.ID {
+				return store.ErrOpFinished
+			}
+			v.Status, v.OpID = basalt.StatusAvailable, "" // both were available to start
+			if ss[0].OpID == op.ID {
+				ss[0].Status, ss[0].OpID = basalt.SnapAvailable, ""
+			}
+			return nil
+		}, nil)
+		return err
+	})
 }
 
 // SetBootable sets the volume's bootable flag. A volume in maintenance is EINVALID.
