@@ -13,7 +13,6 @@ package agents
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -381,13 +380,4 @@ func (a *Agent) reportOnce(ctx context.Context, b *backend) error {
 		rep.Pools = append(rep.Pools, norm)
 	}
 	return a.presence.Report(ctx, rep)
-}
-
-// ReportNow sends every backend's capabilities at once (used at start by tests and tools).
-func (a *Agent) ReportNow(ctx context.Context) error {
-	var errs []error
-	for _, b := range a.backends {
-		errs = append(errs, a.reportOnce(ctx, b))
-	}
-	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ package drivers
 
 import (
 	"context"
+	"regexp"
 
 	"github.com/basalt-storage/basalt"
 )
@@ -77,4 +78,19 @@ type Device interface {
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
 	Close() error
+}
+
+// validID admits 1 to 64 letters, digits, '-' and '_': no separator, dot or NUL, so no id can
+// name a path outside a driver's directory.
+var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidID reports whether id is a valid volume or snapshot id for every Basalt driver.
+func ValidID(id string) bool { return validID.MatchString(id) }
+
+// CheckID returns an EINVALID error naming kind ("volume", "snapshot") when id is not valid.
+func CheckID(kind, id string) error {
+	if !ValidID(id) {
+		return basalt.Errorf(basalt.EINVALID, "Invalid %s id %+q: use 1 to 64 letters, digits, '-' or '_'.", kind, id)
+	}
+	return nil
 }

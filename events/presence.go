@@ -16,15 +16,12 @@ import (
 // Cluster slot, so every multi-key script and transaction is Cluster-safe.
 const KeyPrefix = "basalt:{basalt}:"
 
-// Presence keys, written by agents and scheduler replicas, read by functions.
-func serviceKey(binary, host string) string { return KeyPrefix + "svc:" + binary + ":" + host }
-
 // ServicesKey is the set of every service that ever heartbeated, as "binary|host".
 const ServicesKey = KeyPrefix + "services"
 
 // ServiceKey is the hash of one service's heartbeat: zone, created_at, updated_at (Unix
 // nanoseconds) and busy (driver calls in flight).
-func ServiceKey(binary, host string) string { return serviceKey(binary, host) }
+func ServiceKey(binary, host string) string { return KeyPrefix + "svc:" + binary + ":" + host }
 
 // CapabilitiesKey holds the latest capability report of one backend (host@backend), as JSON.
 func CapabilitiesKey(backend string) string { return KeyPrefix + "caps:" + backend }
@@ -55,7 +52,7 @@ func NewPresence(rdb redis.UniversalClient, now func() time.Time) *Presence {
 // Heartbeat records that service binary on host is alive, in zone, with busy calls in flight.
 func (p *Presence) Heartbeat(ctx context.Context, binary, host, zone string, busy int) error {
 	now := p.now().UTC().UnixNano()
-	key := serviceKey(binary, host)
+	key := ServiceKey(binary, host)
 	_, err := p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 		tx.SAdd(ctx, ServicesKey, binary+"|"+host)
 		tx.HSetNX(ctx, key, "created_at", now)

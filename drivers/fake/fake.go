@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -43,9 +42,6 @@ const (
 	// first write into it.
 	chunkSize = 1 << 20
 )
-
-// validID is the pattern of volume ids, the same as every Basalt driver accepts.
-var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config configures a fake Driver.
 type Config struct {
@@ -360,19 +356,9 @@ func (d *Driver) act(ctx context.Context, op, id string) error {
 
 func (d *Driver) hasPool(name string) bool { return slices.Contains(d.cfg.Pools, name) }
 
-func checkID(id string) error {
-	if !validID.MatchString(id) {
-		return basalt.Errorf(basalt.EINVALID, "Invalid volume id %+q: use 1 to 64 letters, digits, '-' or '_'.", id)
-	}
-	return nil
-}
+func checkID(id string) error { return drivers.CheckID("volume", id) }
 
-func checkSnapshotID(id string) error {
-	if !validID.MatchString(id) {
-		return basalt.Errorf(basalt.EINVALID, "Invalid snapshot id %+q: use 1 to 64 letters, digits, '-' or '_'.", id)
-	}
-	return nil
-}
+func checkSnapshotID(id string) error { return drivers.CheckID("snapshot", id) }
 
 func notFound(id string) error {
 	return basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", id)

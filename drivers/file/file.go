@@ -23,7 +23,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -55,9 +54,6 @@ const (
 	tempPrefix = ".creating-"
 	lockName   = ".lock"
 )
-
-// validID is the pattern of volume ids: it admits no separator, dot or NUL, so no id escapes Dir.
-var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config configures a file Driver.
 type Config struct {
@@ -209,7 +205,7 @@ func (d *Driver) orphanSidecar(name string) bool {
 	if !ok {
 		return false
 	}
-	if id, ok = strings.CutSuffix(id, sidecarSuffix); !ok || !validID.MatchString(id) {
+	if id, ok = strings.CutSuffix(id, sidecarSuffix); !ok || !drivers.ValidID(id) {
 		return false
 	}
 	_, err := os.Lstat(filepath.Join(d.cfg.Dir, snapshotPrefix+id))
@@ -231,8 +227,8 @@ func (d *Driver) Path(id string) (string, error) {
 
 // path validates id and returns its volume file's path.
 func (d *Driver) path(id string) (string, error) {
-	if !validID.MatchString(id) {
-		return "", basalt.Errorf(basalt.EINVALID, "Invalid volume id %+q: use 1 to 64 letters, digits, '-' or '_'.", id)
+	if err := drivers.CheckID("volume", id); err != nil {
+		return "", err
 	}
 	return filepath.Join(d.cfg.Dir, volumePrefix+id), nil
 }
@@ -346,7 +342,7 @@ func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) 
 		if !isVolume {
 			id, _ = strings.CutPrefix(e.Name(), snapshotPrefix)
 		}
-		if id == e.Name() || !validID.MatchString(id) || !e.Type().IsRegular() {
+		if id == e.Name() || !drivers.ValidID(id) || !e.Type().IsRegular() {
 			continue
 		}
 		fi, err := e.Info()

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/drivers"
 )
 
 // A sidecar is the content of snapshot-<id>.json: the facts of a snapshot that its file does
@@ -23,8 +24,8 @@ type sidecar struct {
 
 // snapshotPath validates id and returns its snapshot file's path.
 func (d *Driver) snapshotPath(id string) (string, error) {
-	if !validID.MatchString(id) {
-		return "", basalt.Errorf(basalt.EINVALID, "Invalid snapshot id %+q: use 1 to 64 letters, digits, '-' or '_'.", id)
+	if err := drivers.CheckID("snapshot", id); err != nil {
+		return "", err
 	}
 	return filepath.Join(d.cfg.Dir, snapshotPrefix+id), nil
 }

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sort"
 	"strings"
@@ -287,14 +286,7 @@ func (p *Plane) ResetSnapshotStatus(ctx context.Context, id string, status strin
 }
 
 func (p *Plane) endOp(ctx context.Context, opID, reason string) {
-	if opID == "" {
-		return
-	}
-	_, err := p.store.UpdateOp(ctx, opID, func(op *basalt.Operation) error {
-		op.State, op.Reason = basalt.OpFailed, reason
-		return nil
-	})
-	if err != nil && !errors.Is(err, store.ErrOpFinished) && basalt.ErrorCode(err) != basalt.ENOTFOUND {
+	if err := p.store.FailOp(ctx, opID, reason); err != nil {
 		p.logger.Warn("end operation", "op_id", opID, "err", err)
 	}
 }

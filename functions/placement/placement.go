@@ -145,7 +145,7 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 	v, err := f.store.Volume(ctx, cmd.VolumeID)
 	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		_ = f.store.Release(ctx, cmd.VolumeID)
-		return f.endOp(ctx, op.ID, "the volume was deleted before it was placed")
+		return f.store.FailOp(ctx, op.ID, "the volume was deleted before it was placed")
 	}
 	if err != nil {
 		return err
@@ -275,17 +275,6 @@ func (f *Function) fail(ctx context.Context, cmd events.Command, v *basalt.Volum
 		"schedule allocate volume:"+reason, reason, f.cfg.MessageTTL)
 }
 
-func (f *Function) endOp(ctx context.Context, opID, reason string) error {
-	_, err := f.store.UpdateOp(ctx, opID, func(op *basalt.Operation) error {
-		op.State, op.Reason = basalt.OpFailed, reason
-		return nil
-	})
-	if errors.Is(err, store.ErrOpFinished) {
-		return nil
-	}
-	return err
-}
-
 // FailCreate moves a creating volume to error with reason, ends its operation, returns its
 // capacity and quota, and leaves the user a message. host is the placement the failure is
 // about ("" for a volume that was never placed): a failure of an earlier placement, delivered
@@ -380,7 +369,7 @@ func (f *Function) placeExtend(ctx context.Context, cmd events.Command) error {
 	}
 	v, err := f.store.Volume(ctx, cmd.VolumeID)
 	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
-		return f.endOp(ctx, op.ID, "the volume is gone")
+		return f.store.FailOp(ctx, op.ID, "the volume is gone")
 	}
 	if err != nil {
 		return err
@@ -467,7 +456,7 @@ func (f *Function) placeSnapshot(ctx context.Context, cmd events.Command) error 
 	sn, err := f.store.Snapshot(ctx, cmd.SnapshotID)
 	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		_ = f.store.Release(ctx, "snap:"+cmd.SnapshotID)
-		return f.endOp(ctx, op.ID, "the snapshot is gone")
+		return f.store.FailOp(ctx, op.ID, "the snapshot is gone")
 	}
 	if err != nil {
 		return err

@@ -453,10 +453,7 @@ func (f *Function) Reconcile(ctx context.Context) error {
 			return err
 		}
 		// An operation whose volume is gone is simply closed.
-		if _, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
-			o.State, o.Reason = basalt.OpFailed, reason
-			return nil
-		}); err != nil && !errors.Is(err, store.ErrOpFinished) && basalt.ErrorCode(err) != basalt.ENOTFOUND {
+		if err := f.store.FailOp(ctx, op.ID, reason); err != nil {
 			return err
 		}
 	}

@@ -339,6 +339,22 @@ func (s *Store) UpdateOp(ctx context.Context, id string, fn func(op *basalt.Oper
 		})
 }
 
+// FailOp ends pending operation id as failed with reason. An operation that already ended, or
+// does not exist, is left as it is (nil): callers use it to close whatever is still open.
+func (s *Store) FailOp(ctx context.Context, id, reason string) error {
+	if id == "" {
+		return nil
+	}
+	_, err := s.UpdateOp(ctx, id, func(op *basalt.Operation) error {
+		op.State, op.Reason = basalt.OpFailed, reason
+		return nil
+	})
+	if errors.Is(err, ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	return err
+}
+
 // OverdueOps returns the ids of pending operations whose deadline is before now.
 func (s *Store) OverdueOps(ctx context.Context, now time.Time) ([]string, error) {
 	return s.rdb.ZRangeByScore(ctx, opsPendingKey, &redis.ZRangeBy{
