@@ -11,8 +11,9 @@ build:
 run: build
 	./$(BIN) local
 
-## test: vet, then every test with the race detector, against real redis-server processes
+## test: install missing test dependencies (.ci/deps), vet, then every test with the race detector
 test:
+	./.ci/deps
 	$(GO) vet ./...
 	BASALT_REQUIRE_REDIS=$${BASALT_REQUIRE_REDIS:-1} $(GO) test -race -count=1 -timeout 15m ./...
 
