@@ -38,17 +38,20 @@ const (
 	StatusErrorRestore  VolumeStatus = "error_restoring"
 	StatusErrorManaging VolumeStatus = "error_managing"
 	StatusReverting     VolumeStatus = "reverting"
+	StatusReserved      VolumeStatus = "reserved"
 )
 
 // AllVolumeStatuses lists every status an admin may set with os-reset_status.
 var AllVolumeStatuses = []VolumeStatus{
 	StatusCreating, StatusAvailable, StatusDeleting, StatusError, StatusErrorDeleting,
 	StatusInUse, StatusAttaching, StatusDetaching, StatusExtending, StatusErrorExtend,
-	StatusMaintenance, StatusErrorRestore, StatusErrorManaging,
+	StatusMaintenance, StatusErrorRestore, StatusErrorManaging, StatusReserved,
 }
 
-// Transitional reports whether s is a status that an operation in flight holds; a volume in
-// such a status always has an operation record with a deadline.
+// Transitional reports whether s is a status that work in flight holds. A volume in such a
+// status has an operation record with a deadline, except attaching and detaching held by an
+// attachment (the attachments API): those last until the consumer completes or deletes the
+// attachment, as in Cinder.
 func (s VolumeStatus) Transitional() bool {
 	switch s {
 	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending, StatusReverting:
@@ -66,10 +69,16 @@ func (s VolumeStatus) Deletable() bool {
 	return false
 }
 
-// Attach statuses of a volume.
+// Attach statuses of a volume, which are also the statuses of an attachment (Cinder's
+// VolumeAttachStatus).
 const (
-	AttachDetached = "detached"
-	AttachAttached = "attached"
+	AttachDetached       = "detached"
+	AttachAttached       = "attached"
+	AttachAttaching      = "attaching"
+	AttachDetaching      = "detaching"
+	AttachReserved       = "reserved"
+	AttachErrorAttaching = "error_attaching"
+	AttachErrorDetaching = "error_detaching"
 )
 
 // A Volume is a block device owned by a project and placed on one pool.
@@ -103,6 +112,99 @@ type Volume struct {
 	// OpID is the operation currently holding the volume in a transitional status, if any.
 	OpID string `json:"op_id,omitempty"`
 	// StatusReason says why the volume is in an error status.
+	StatusReason string `json:"status_reason,omitempty"`
+	// Attachments are the volume's attachments, in creation order. They live in the volume's
+	// record, so a change of an attachment and of the volume's status is one compare-and-set.
+	Attachments []*Attachment `json:"attachments,omitempty"`
+}
+
+// Attachment returns the volume's attachment id, or nil.
+func (v *Volume) Attachment(id string) *Attachment {
+	for _, a := range v.Attachments {
+		if a.ID == id {
+			return a
+		}
+	}
+	return nil
+}
+
+// RemoveAttachment drops attachment id from the volume and reports whether it was there.
+func (v *Volume) RemoveAttachment(id string) bool {
+	for i, a := range v.Attachments {
+		if a.ID == id {
+			v.Attachments = append(v.Attachments[:i], v.Attachments[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// RecomputeAttachStatus sets the volume's attach_status and status from its attachments, as
+// Cinder does after an attachment changes: the attach status is the alphabetically first status
+// among attachments not in error (attached < attaching < detaching < reserved), or detached;
+// the status follows it (attached → in-use, detached → available, the others by name). Only a
+// volume whose status is one the attachments decide is changed: an operation in flight
+// (extending, deleting, ...) keeps its status.
+func (v *Volume) RecomputeAttachStatus() {
+	switch v.Status {
+	case StatusAvailable, StatusInUse, StatusAttaching, StatusDetaching, StatusReserved:
+	default:
+		return
+	}
+	first := ""
+	for _, a := range v.Attachments {
+		if a.Status == AttachErrorAttaching || a.Status == AttachErrorDetaching {
+			continue
+		}
+		if first == "" || a.Status < first {
+			first = a.Status
+		}
+	}
+	if first == "" {
+		first = AttachDetached
+	}
+	v.AttachStatus = first
+	switch first {
+	case AttachAttached:
+		v.Status = StatusInUse
+	case AttachDetached:
+		v.Status = StatusAvailable
+	default:
+		v.Status = VolumeStatus(first)
+	}
+}
+
+// Attachment modes.
+const (
+	ModeRW = "rw"
+	ModeRO = "ro"
+)
+
+// An Attachment connects a volume to a consumer (an instance or a host). Its status is one of
+// the Attach* constants: reserved (created without a connector) → attaching (connected: it has
+// connection info) → attached (the consumer completed it) → gone when deleted;
+// error_attaching when the backend could not export the volume.
+type Attachment struct {
+	ID           string `json:"id"`
+	VolumeID     string `json:"volume_id"`
+	ProjectID    string `json:"project_id"`
+	InstanceUUID string `json:"instance_uuid,omitempty"`
+	Status       string `json:"status"`
+	// Mode is rw or ro; empty until a request or the volume's read-only flag sets it.
+	Mode         string         `json:"mode,omitempty"`
+	Connector    map[string]any `json:"connector,omitempty"`
+	AttachedHost string         `json:"attached_host,omitempty"`
+	Mountpoint   string         `json:"mountpoint,omitempty"`
+	// ConnectionInfo is what the backend's export answered: driver_volume_type and data.
+	ConnectionInfo map[string]any `json:"connection_info,omitempty"`
+	// ExportID names the export on the volume's backend: the attachment id for the
+	// attachments API, the legacy connection id for os-attach.
+	ExportID   string     `json:"export_id,omitempty"`
+	AttachedAt *time.Time `json:"attached_at,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  *time.Time `json:"updated_at,omitempty"`
+	// OpID is the connection operation in flight, if any.
+	OpID         string `json:"op_id,omitempty"`
 	StatusReason string `json:"status_reason,omitempty"`
 }
 
@@ -202,6 +304,7 @@ const (
 	EventExtendDriverError = "VOLUME_VOLUME_007_010" // driver failed to extend the volume
 	EventSnapshotNoBackend = "VOLUME_VOLUME_SNAPSHOT_009_003"
 	EventSnapshotError     = "VOLUME_VOLUME_SNAPSHOT_009_013" // snapshot create error
+	EventAttachError       = "VOLUME_VOLUME_002_002"          // attach volume: driver failed to export
 )
 
 // Operation states.
@@ -219,16 +322,18 @@ type Operation struct {
 	Kind     string `json:"kind"`
 	VolumeID string `json:"volume_id"`
 	// SnapshotID is set for snapshot operations.
-	SnapshotID string    `json:"snapshot_id,omitempty"`
-	ProjectID  string    `json:"project_id"`
-	RequestID  string    `json:"request_id"`
-	State      string    `json:"state"`
-	Owner      string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
-	Attempts   int       `json:"attempts"`
-	Deadline   time.Time `json:"deadline"`
-	Reason     string    `json:"reason,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// AttachmentID is set for connection operations of an attachment.
+	AttachmentID string    `json:"attachment_id,omitempty"`
+	ProjectID    string    `json:"project_id"`
+	RequestID    string    `json:"request_id"`
+	State        string    `json:"state"`
+	Owner        string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
+	Attempts     int       `json:"attempts"`
+	Deadline     time.Time `json:"deadline"`
+	Reason       string    `json:"reason,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // SnapshotStatus is the status of a snapshot.

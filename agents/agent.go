@@ -23,6 +23,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/agents/export"
 	"github.com/basalt-storage/basalt/drivers"
 	"github.com/basalt-storage/basalt/events"
 	"github.com/redis/go-redis/v9"
@@ -40,6 +41,7 @@ type Agent struct {
 	presence *events.Presence      // heartbeats and reports, on a connection of their own
 	logger   *slog.Logger
 	backends []*backend
+	exports  map[string]*export.Manager // by target protocol
 }
 
 type backend struct {
@@ -59,7 +61,7 @@ func New(cfg Config, bus *events.Bus, redisOpts *redis.Options, logger *slog.Log
 	}
 	a := &Agent{cfg: cfg, bus: bus, logger: logger.With("host", cfg.Host),
 		rdb:      redis.NewClient(redisOpts),
-		presence: events.NewPresence(redis.NewClient(redisOpts), nil)}
+		presence: events.NewPresence(redis.NewClient(redisOpts), nil), exports: map[string]*export.Manager{}}
 	for _, bc := range cfg.Backends {
 		d, err := openDriver(&a.cfg, bc, logger)
 		if err != nil {
@@ -68,6 +70,10 @@ func New(cfg Config, bus *events.Bus, redisOpts *redis.Options, logger *slog.Log
 		}
 		a.backends = append(a.backends, &backend{cfg: bc, name: cfg.Host + "@" + bc.Name, driver: d,
 			slots: make(chan struct{}, bc.Workers)})
+	}
+	if err := a.openExports(); err != nil {
+		a.Close()
+		return nil, err
 	}
 	return a, nil
 }
@@ -87,6 +93,9 @@ func (a *Agent) Close() error {
 		if c, ok := b.driver.(io.Closer); ok {
 			_ = c.Close()
 		}
+	}
+	for _, m := range a.exports {
+		_ = m.Close() // exports stay up: attached consumers keep working across restarts
 	}
 	_ = a.rdb.Close()
 	return nil
@@ -109,6 +118,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
+	if err := a.startExports(workCtx); err != nil {
+		return err
+	}
 	router, err := a.bus.Router()
 	if err != nil {
 		return err
@@ -196,7 +208,7 @@ func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
 		case <-ctx.Done():
 			return // stays journaled; the next start runs it
 		}
-		if a.ended(ctx, cmd.OpID) {
+		if !events.Teardown(cmd.Kind) && a.ended(ctx, cmd.OpID) {
 			a.logger.Info("command skipped: its operation already ended", "op_id", cmd.OpID, "kind", cmd.Kind)
 			// A stale redelivery: the operation ended while this command waited.
 			a.rdb.HDel(ctx, JournalKey(b.name), cmd.OpID)
@@ -243,7 +255,8 @@ func (a *Agent) execute(ctx context.Context, b *backend, cmd events.Command) eve
 		}
 	}
 	res.SnapshotID, res.Command, res.Attempted = cmd.SnapshotID, &cmd, cmd.Attempted
-	err := a.call(ctx, b, cmd)
+	err := a.call(ctx, b, cmd, &res)
+	res.Invalid = basalt.ErrorCode(err) == basalt.EINVALID
 	if cmd.Kind == events.KindCreateVolume {
 		// A blank volume may be placed elsewhere; a copy must be made where its source is.
 		res.Reschedule = err != nil && cmd.SnapshotID == "" && cmd.SourceVolumeID == ""
@@ -259,7 +272,7 @@ func (a *Agent) execute(ctx context.Context, b *backend, cmd events.Command) eve
 }
 
 // call runs the driver call of one command.
-func (a *Agent) call(ctx context.Context, b *backend, cmd events.Command) error {
+func (a *Agent) call(ctx context.Context, b *backend, cmd events.Command, res *events.Result) error {
 	d := b.driver
 	cannot := func(what string) error {
 		return basalt.Errorf(basalt.EINVALID, "the %s driver of %s cannot %s", b.cfg.Driver, b.name, what)
@@ -277,7 +290,21 @@ func (a *Agent) call(ctx context.Context, b *backend, cmd events.Command) error 
 			return cannot("clone volumes")
 		}
 		return d.CreateVolume(ctx, cmd.Volume)
+	case events.KindInitializeConnection:
+		info, err := a.connect(ctx, b, cmd)
+		res.ConnectionInfo = info
+		return err
+	case events.KindTerminateConnection:
+		id := cmd.ExportID
+		if cmd.AllExports {
+			id = ""
+		}
+		return a.disconnect(ctx, b, cmd.VolumeID, id)
 	case events.KindDeleteVolume:
+		// No export outlives its volume.
+		if err := a.disconnect(ctx, b, cmd.VolumeID, ""); err != nil {
+			return fmt.Errorf("remove the exports of %s: %w", cmd.VolumeID, err)
+		}
 		for _, id := range cmd.Snapshots {
 			if !canSnap {
 				return cannot("delete snapshots")
@@ -363,6 +390,12 @@ func (a *Agent) reportOnce(ctx context.Context, b *backend) error {
 		return err
 	}
 	stats.VolumeBackendName = b.cfg.VolumeBackendName
+	stats.StorageProtocol = storageProtocol(b, stats.StorageProtocol)
+	if _, ok := b.driver.(drivers.Pather); ok {
+		for i := range stats.Pools {
+			stats.Pools[i].Multiattach = true // the agent's exports serve any number of consumers
+		}
+	}
 	rep := events.CapabilityReport{Backend: b.name, Zone: a.cfg.Zone}
 	for _, p := range stats.Pools {
 		c := stats.Capabilities(p)

@@ -58,6 +58,26 @@ type Config struct {
 	// DataDir is where drivers without a directory of their own keep data.
 	DataDir  string          `json:"data_dir"`
 	Backends []BackendConfig `json:"backends"`
+	// ISCSI configures the host's iSCSI target (tgt) for backends whose target_protocol is
+	// iscsi; NBD the NBD exports (nbdkit) of those whose target_protocol is nbd.
+	ISCSI ISCSIConfig `json:"iscsi"`
+	NBD   NBDConfig   `json:"nbd"`
+}
+
+// ISCSIConfig configures the agent's tgtd.
+type ISCSIConfig struct {
+	// Portal is the ip:port that tgtd listens on and consumers connect to
+	// (default 127.0.0.1:3260).
+	Portal string `json:"portal"`
+	// ControlPort is tgtd's management port, so that several agents on one machine each run
+	// their own tgtd (default 0). The agent starts its tgtd when none answers there.
+	ControlPort int `json:"control_port"`
+}
+
+// NBDConfig configures the agent's NBD exports.
+type NBDConfig struct {
+	// Address is the IP address nbdkit listens on and consumers connect to (default 127.0.0.1).
+	Address string `json:"address"`
 }
 
 // BackendConfig is one backend of the host (one entry of Cinder's enabled_backends).
@@ -70,6 +90,11 @@ type BackendConfig struct {
 	// Delay holds every mutating driver call for this long before it runs: a test and demo
 	// aid that makes slow storage visible. Default 0.
 	Delay Duration `json:"delay"`
+	// TargetProtocol is how consumers reach the backend's volumes when the driver hands over a
+	// local path: "local" (the path itself, for consumers on the host; the default), "iscsi"
+	// (a tgt target per volume) or "nbd" (an nbdkit export per attachment). It is reported as
+	// the pools' storage_protocol.
+	TargetProtocol string `json:"target_protocol"`
 	// ExtraCapabilities are merged into every pool's capabilities.
 	ExtraCapabilities map[string]any `json:"extra_capabilities"`
 	// Options are the driver's own settings.
@@ -92,6 +117,9 @@ func (c *Config) setDefaults() {
 	for i := range c.Backends {
 		if c.Backends[i].Workers == 0 {
 			c.Backends[i].Workers = 4
+		}
+		if c.Backends[i].TargetProtocol == "" {
+			c.Backends[i].TargetProtocol = TargetLocal
 		}
 		if c.Backends[i].VolumeBackendName == "" {
 			c.Backends[i].VolumeBackendName = c.Backends[i].Name
@@ -118,6 +146,11 @@ func (c *Config) Validate() error {
 		seen[b.Name] = true
 		if b.Driver != "file" && b.Driver != "fake" {
 			return fmt.Errorf("agent config: backend %q: unknown driver %q (want file or fake)", b.Name, b.Driver)
+		}
+		switch b.TargetProtocol {
+		case TargetLocal, TargetISCSI, TargetNBD:
+		default:
+			return fmt.Errorf("agent config: backend %q: unknown target_protocol %q (want local, iscsi or nbd)", b.Name, b.TargetProtocol)
 		}
 		if b.Workers < 1 {
 			return fmt.Errorf("agent config: backend %q: workers must be at least 1", b.Name)

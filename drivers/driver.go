@@ -94,3 +94,31 @@ func CheckID(kind, id string) error {
 	}
 	return nil
 }
+
+// Pather is implemented by drivers whose volumes are local files or block devices. The agent
+// exports that path to consumers through its own targets (iSCSI with tgt, NBD with nbdkit), so
+// such a driver needs no attach code of its own.
+type Pather interface {
+	// Path returns the local path of volume id's bytes: EINVALID for a bad id, ENOTFOUND for a
+	// missing volume.
+	Path(id string) (string, error)
+}
+
+// A ConnectionRequest asks a Connector to connect one consumer to a volume.
+type ConnectionRequest struct {
+	// ExportID names the connection: the same id connects (idempotently) and disconnects it.
+	ExportID string
+	// Connector describes the consumer as os-brick does (initiator, host, ip, ...).
+	Connector map[string]any
+	// Mode is rw or ro.
+	Mode string
+}
+
+// Connector is implemented by drivers that connect consumers with a protocol of their own (RBD
+// through librbd): the agent uses it instead of its targets. Connecting twice with the same
+// ExportID returns the same info; disconnecting a missing connection returns nil.
+type Connector interface {
+	// InitializeConnection returns Cinder's connection_info: driver_volume_type and data.
+	InitializeConnection(ctx context.Context, volumeID string, req ConnectionRequest) (map[string]any, error)
+	TerminateConnection(ctx context.Context, volumeID, exportID string) error
+}

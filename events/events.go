@@ -27,7 +27,24 @@ const (
 	KindCreateSnapshot = "create_snapshot"
 	KindDeleteSnapshot = "delete_snapshot"
 	KindRevert         = "revert_to_snapshot"
+	// KindInitializeConnection exports a volume for one consumer and answers with the
+	// connection info (a request/reply: the API waits for the result).
+	KindInitializeConnection = "initialize_connection"
+	// KindTerminateConnection removes one export (ExportID) or every export of the volume
+	// (AllExports). Teardown is always safe, so an agent runs it even when its operation has
+	// ended: a detach sent while the agent was away completes when it returns.
+	KindTerminateConnection = "terminate_connection"
 )
+
+// Operation kinds that no agent runs: the reconciler ends them at their deadline. A legacy
+// os-reserve (the volume is attaching) is unreserved; an os-begin_detaching is rolled back.
+const (
+	KindReserve        = "reserve"
+	KindBeginDetaching = "begin_detaching"
+)
+
+// Teardown reports whether commands of kind must run even after their operation ended.
+func Teardown(kind string) bool { return kind == KindTerminateConnection }
 
 // A Command asks for work on one volume. OpID identifies the operation across redeliveries:
 // every consumer is idempotent by OpID.
@@ -54,6 +71,16 @@ type Command struct {
 	OldSizeGB int `json:"old_size_gb,omitempty"`
 	// Snapshots lists snapshots to delete before the volume (a cascade delete).
 	Snapshots []string `json:"snapshots,omitempty"`
+	// ExportID names the export of a connection command; AttachmentID the attachment it
+	// serves ("" for a legacy connection).
+	ExportID     string `json:"export_id,omitempty"`
+	AttachmentID string `json:"attachment_id,omitempty"`
+	// Connector describes the consumer (os-brick's connector: initiator, host, ip, ...).
+	Connector map[string]any `json:"connector,omitempty"`
+	// Mode is the access mode of an export: rw or ro.
+	Mode string `json:"mode,omitempty"`
+	// AllExports asks a terminate_connection to remove every export of the volume.
+	AllExports bool `json:"all_exports,omitempty"`
 }
 
 // A Result is the outcome of a command, published by the agent (or the scheduler).
@@ -76,4 +103,8 @@ type Result struct {
 	Attempted []string `json:"attempted,omitempty"`
 	// Command is the original command (for rescheduling, and what a cascade deleted).
 	Command *Command `json:"command,omitempty"`
+	// ConnectionInfo is an initialize_connection's answer: driver_volume_type and data.
+	ConnectionInfo map[string]any `json:"connection_info,omitempty"`
+	// Invalid says the failure is the request's fault (a bad connector), not the backend's.
+	Invalid bool `json:"invalid,omitempty"`
 }

@@ -102,6 +102,7 @@ type Driver struct {
 	mu    sync.Mutex
 	vols  map[string]*volume   // by id
 	snaps map[string]*snapshot // by id
+	conns map[string]string    // export id → volume id
 }
 
 // A volume is a volume's record and bytes.

@@ -538,3 +538,5 @@ func (d *Driver) ExtendVolume(ctx context.Context, id string, newSizeGB int) err
 	d.logger.InfoContext(ctx, "volume extended", "volume_id", id, "old_size_gb", have, "size_gb", newSizeGB)
 	return nil
 }
+
+var _ drivers.Pather = (*Driver)(nil)

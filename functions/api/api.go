@@ -28,7 +28,7 @@ import (
 // behaviour up to it is implemented.
 var (
 	MinVersion = Version{3, 0}
-	MaxVersion = Version{3, 42}
+	MaxVersion = Version{3, 54}
 )
 
 // A Version is a microversion 3.N.
@@ -104,6 +104,7 @@ func New(plane *control.Plane, logger *slog.Logger) *Server {
 	s.registerMetadata("volumes", "volume", metadataStore{get: s.plane.VolumeMetadata,
 		set: s.plane.SetVolumeMetadata, del: s.plane.DeleteVolumeMetadata})
 	s.registerQuotas()
+	s.registerAttachments()
 	s.handler = s.middleware(s.idempotent(http.HandlerFunc(s.route)))
 	return s
 }

@@ -12,7 +12,7 @@ import (
 // request for one gets 501 notImplemented, which clients report clearly, rather than a 404
 // that reads like a missing resource.
 var unimplemented = map[string]string{
-	"attachments": "attachments", "backups": "backups", "clusters": "clusters", "workers": "workers",
+	"backups": "backups", "clusters": "clusters", "workers": "workers",
 	"groups": "groups", "group_snapshots": "group snapshots", "group_types": "group types",
 	"qos-specs": "QoS specs", "os-volume-transfer": "volume transfers", "volume-transfers": "volume transfers",
 	"manageable_volumes": "manageable volumes", "manageable_snapshots": "manageable snapshots",
@@ -67,13 +67,13 @@ func (s *Server) registerCompat() {
 			if err != nil {
 				return nil, fault(err)
 			}
-			vols, _, err := s.plane.Volumes(ctx, o)
+			pg, err := s.plane.Volumes(ctx, o)
 			if err != nil {
 				return nil, fault(err)
 			}
 			out := &VolumeSummaryOutput{}
 			md := map[string][]string{}
-			for _, v := range vols {
+			for _, v := range pg.Items {
 				out.Body.Summary.TotalCount++
 				out.Body.Summary.TotalSize += v.Size
 				for k, val := range v.Metadata {

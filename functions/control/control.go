@@ -49,6 +49,9 @@ type Config struct {
 	ServiceDownTime time.Duration
 	// OpTimeout is the deadline of an operation: past it the reconciler ends it. Default 10m.
 	OpTimeout time.Duration
+	// CallTimeout is how long a request waits for an agent's answer to a synchronous call
+	// (initialize a connection, tear one down). Default 30s.
+	CallTimeout time.Duration
 	// MessageTTL is how long user messages are kept. Default 30 days.
 	MessageTTL time.Duration
 	// MaxVolumeSizeGB is the largest volume a request may ask for. Default 65536.
@@ -71,6 +74,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OpTimeout == 0 {
 		c.OpTimeout = 10 * time.Minute
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = 30 * time.Second
 	}
 	if c.MessageTTL == 0 {
 		c.MessageTTL = 30 * 24 * time.Hour

@@ -30,11 +30,13 @@ import (
 // Config is the configuration shared by Basalt's processes. FromEnv reads it from the
 // environment; docs/configuration.md lists every variable.
 type Config struct {
-	RedisURL          string
-	Listen            string
-	ServiceDownTime   time.Duration
-	ReportInterval    time.Duration
-	OpTimeout         time.Duration
+	RedisURL        string
+	Listen          string
+	ServiceDownTime time.Duration
+	ReportInterval  time.Duration
+	OpTimeout       time.Duration
+	// CallTimeout bounds a request's wait for an agent's answer (attachment connections).
+	CallTimeout       time.Duration
 	ReconcileInterval time.Duration
 	MaxAttempts       int
 	MaxVolumeSizeGB   int
@@ -79,6 +81,7 @@ func FromEnv() (Config, error) {
 	dur("BASALT_SERVICE_DOWN_TIME", &c.ServiceDownTime)
 	dur("BASALT_REPORT_INTERVAL", &c.ReportInterval)
 	dur("BASALT_OPERATION_TIMEOUT", &c.OpTimeout)
+	dur("BASALT_CALL_TIMEOUT", &c.CallTimeout)
 	dur("BASALT_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("BASALT_CLAIM_TIMEOUT", &c.ClaimTimeout)
 	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
@@ -174,7 +177,7 @@ func (c Config) Bus(opts *redis.Options, logger *slog.Logger) (*events.Bus, erro
 
 // NewPlane returns the control plane.
 func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) *control.Plane {
-	return control.New(control.Config{ServiceDownTime: c.ServiceDownTime, OpTimeout: c.OpTimeout,
+	return control.New(control.Config{ServiceDownTime: c.ServiceDownTime, OpTimeout: c.OpTimeout, CallTimeout: c.CallTimeout,
 		MaxVolumeSizeGB: c.MaxVolumeSizeGB, DefaultZone: c.DefaultZone, IdempotencyTTL: c.IdempotencyTTL,
 		QuotaDefaults: c.QuotaDefaults}, st, bus, logger)
 }

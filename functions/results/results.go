@@ -124,6 +124,12 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 		})
 	case events.KindRevert:
 		return f.reverted(ctx, r, log)
+	case events.KindInitializeConnection:
+		return f.connected(ctx, r, cmd, log)
+	case events.KindTerminateConnection:
+		return f.disconnected(ctx, r, log)
+	case events.KindReserve, events.KindBeginDetaching:
+		return f.legacyExpired(ctx, r)
 	}
 	return fmt.Errorf("unknown result kind %q", r.Kind)
 }
@@ -434,7 +440,8 @@ func (f *Function) Reconcile(ctx context.Context) error {
 		f.logger.Warn("operation overdue", "op_id", op.ID, "volume_id", op.VolumeID, "owner", op.Owner)
 		// An overdue operation ends as if its owner had reported this failure.
 		failure := events.Result{OpID: op.ID, RequestID: op.RequestID, Kind: op.Kind, VolumeID: op.VolumeID,
-			SnapshotID: op.SnapshotID, Backend: op.Owner, Error: reason, Command: &events.Command{}}
+			SnapshotID: op.SnapshotID, Backend: op.Owner, Error: reason,
+			Command: &events.Command{AttachmentID: op.AttachmentID}}
 		if v, err := f.store.Volume(ctx, op.VolumeID); err == nil {
 			failure.Host = v.Host // the failure is about the current placement
 		}

@@ -256,6 +256,9 @@ func (s *Store) DeleteVolume(ctx context.Context, v *basalt.Volume) error {
 		tx.Del(ctx, volumeKey(v.ID))
 		tx.ZRem(ctx, volumesKey, v.ID)
 		tx.ZRem(ctx, projectVolumesKey(v.ProjectID), v.ID)
+		for _, a := range v.Attachments {
+			unindexAttachment(ctx, tx, a.ID, v.ProjectID)
+		}
 		return nil
 	})
 	if err != nil {
@@ -282,6 +285,9 @@ func (s *Store) DeleteVolumeIf(ctx context.Context, id string, check func(v *bas
 			pipe.Del(ctx, volumeKey(id))
 			pipe.ZRem(ctx, volumesKey, id)
 			pipe.ZRem(ctx, projectVolumesKey(v.ProjectID), id)
+			for _, a := range v.Attachments {
+				unindexAttachment(ctx, pipe, a.ID, v.ProjectID)
+			}
 		}, nil
 	})
 }
