@@ -96,6 +96,11 @@ func (a *Agent) connect(ctx context.Context, b *backend, cmd events.Command) (ma
 		info, err = m.Export(ctx, spec)
 	}
 	if err != nil {
+		// A failed export keeps its spec for a retry; the attachment is error_attaching and
+		// nothing will retry it, so take it back rather than let a restart re-create it.
+		if uerr := m.Unexport(ctx, cmd.ExportID); uerr != nil {
+			a.logger.Warn("remove a failed export", "export_id", cmd.ExportID, "err", uerr)
+		}
 		return nil, err
 	}
 	return map[string]any{"driver_volume_type": info.DriverVolumeType, "data": info.Data}, nil
