@@ -56,7 +56,8 @@ func (f *Function) connected(ctx context.Context, r events.Result, cmd events.Co
 					v.Status, v.AttachStatus = basalt.StatusAttaching, basalt.AttachAttaching
 				}
 			} else {
-				a.Status, a.StatusReason = basalt.AttachErrorAttaching, r.Error
+				// The agent took back whatever it had exported for this attachment.
+				a.Status, a.StatusReason, a.ConnectionInfo = basalt.AttachErrorAttaching, r.Error, nil
 			}
 			o := *op
 			o.State, o.Reason, o.UpdatedAt = state, reason, now
