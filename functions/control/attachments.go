@@ -123,7 +123,7 @@ func (p *Plane) CreateAttachment(ctx context.Context, req AttachmentCreate) (*ba
 		return nil, unavailable(p.logger, "create the attachment", err)
 	}
 	p.logger.Info("attachment reserved", "volume_id", a.VolumeID, "attachment_id", a.ID, "request_id", c.RequestID)
-	if req.Connector == nil {
+	if len(req.Connector) == 0 { // cinderclient sends {} for "no connector"
 		return a, nil
 	}
 	out, err := p.UpdateAttachment(ctx, a.ID, req.Connector)
@@ -166,7 +166,7 @@ func connectorHost(c map[string]any) string {
 func (p *Plane) UpdateAttachment(ctx context.Context, id string, connector map[string]any) (*basalt.Attachment, error) {
 	c := CallerFrom(ctx)
 	if len(connector) == 0 {
-		return nil, invalid("Invalid input for field/attribute connector. Value: None. connector is required and must not be empty.")
+		return nil, invalid("Invalid input for field/attribute connector. Value: %v. connector is required and must not be empty.", connector)
 	}
 	v, _, err := p.attachmentVolume(ctx, id)
 	if err != nil {
