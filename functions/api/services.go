@@ -24,6 +24,9 @@ type ServiceView struct {
 	ActiveBackendID   *string    `json:"active_backend_id,omitempty"`
 	Frozen            *bool      `json:"frozen,omitempty"`
 	Cluster           *string    `json:"cluster"`
+	// BackendState is a volume service's backend state, "up" or "down", or null when the
+	// scheduler has no pool of it (3.49).
+	BackendState Nullable[string] `json:"backend_state,omitzero" doc:"3.49+, cinder-volume services: up or down; null when the scheduler has no pool of the service"`
 	// Busy counts driver calls in flight at the last heartbeat (a Basalt extension): a busy
 	// backend is still up.
 	Busy int `json:"busy"`
@@ -126,7 +129,7 @@ func (s *Server) registerServices() {
 			out := &ServiceListOutput{}
 			out.Body.Services = make([]ServiceView, 0, len(svcs))
 			for _, sv := range svcs {
-				out.Body.Services = append(out.Body.Services, serviceView(sv))
+				out.Body.Services = append(out.Body.Services, serviceView(ctx, sv))
 			}
 			return out, nil
 		})
@@ -232,7 +235,7 @@ func (s *Server) registerServices() {
 		})
 }
 
-func serviceView(sv control.ServiceView) ServiceView {
+func serviceView(ctx context.Context, sv control.ServiceView) ServiceView {
 	v := ServiceView{Binary: sv.Binary, Host: sv.Host, Zone: sv.Zone, Status: "enabled", State: "down",
 		UpdatedAt: tsPtr(&sv.UpdatedAt), DisabledReason: sv.DisabledReason, Busy: sv.Busy}
 	if sv.Disabled {
@@ -244,6 +247,13 @@ func serviceView(sv control.ServiceView) ServiceView {
 	if sv.Binary == basalt.BinaryVolume {
 		f := false
 		v.Frozen = &f
+		if info(ctx).version.AtLeast(49) {
+			var st *string
+			if sv.BackendState != "" {
+				st = &sv.BackendState
+			}
+			v.BackendState = shown(st)
+		}
 	}
 	return v
 }

@@ -61,6 +61,7 @@ type SnapshotListOutput struct {
 	Body struct {
 		Snapshots []SnapshotView `json:"snapshots"`
 		Links     []Link         `json:"snapshots_links,omitempty"`
+		Count     *int           `json:"count,omitempty" doc:"snapshots matching the filters on every page (with_count=true, 3.45)"`
 	}
 }
 
@@ -164,21 +165,25 @@ func (s *Server) registerSnapshots() {
 	list := func(full bool) func(ctx context.Context, in *SnapshotListInput) (*SnapshotListOutput, error) {
 		return func(ctx context.Context, in *SnapshotListInput) (*SnapshotListOutput, error) {
 			o, err := listOptions(ctx, in.raw)
+			if err == nil {
+				err = withCount(ctx, in.raw, &o)
+			}
 			if err != nil {
 				return nil, fault(err)
 			}
-			snaps, more, err := s.plane.Snapshots(ctx, o)
+			pg, err := s.plane.Snapshots(ctx, o)
 			if err != nil {
 				return nil, fault(err)
 			}
 			out := &SnapshotListOutput{}
-			out.Body.Snapshots = make([]SnapshotView, 0, len(snaps))
-			for _, sn := range snaps {
+			out.Body.Snapshots = make([]SnapshotView, 0, len(pg.Items))
+			for _, sn := range pg.Items {
 				out.Body.Snapshots = append(out.Body.Snapshots, snapshotView(ctx, sn, full))
 			}
-			if more {
-				out.Body.Links = nextLink(ctx, in.path, in.raw, snaps[len(snaps)-1].ID)
+			if pg.More {
+				out.Body.Links = nextLink(ctx, in.path, in.raw, pg.Items[len(pg.Items)-1].ID)
 			}
+			out.Body.Count = count(o, pg)
 			return out, nil
 		}
 	}

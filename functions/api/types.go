@@ -3,7 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"slices"
+	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/functions/control"
@@ -97,6 +101,62 @@ type ExtraSpecKeyPutInput struct {
 	Body map[string]string
 }
 
+// TypeListInput lists volume types.
+type TypeListInput struct {
+	IsPublic   string `query:"is_public" doc:"admins: true (the default), false, or none for both; members see public types"`
+	ExtraSpecs string `query:"extra_specs" doc:"a dict literal, {'key': 'value'}: the types with these extra specs (members from 3.52)"`
+	raw        url.Values
+}
+
+// Resolve keeps the raw query: members may not use other filters from 3.52.
+func (in *TypeListInput) Resolve(ctx huma.Context) []error {
+	u := ctx.URL()
+	in.raw = u.Query()
+	return nil
+}
+
+// typeListParams are the parameters of a type listing that are not filters.
+var typeListParams = []string{"marker", "limit", "offset", "sort", "sort_key", "sort_dir", "all_tenants"}
+
+// typeFilter reads a type listing's filters as Cinder does. Admins filter on is_public and on
+// extra_specs, at every microversion. Members always see the public types; from 3.52 they may
+// filter on extra_specs and any filter but is_public is refused, before 3.52 their filters are
+// dropped.
+func typeFilter(ctx context.Context, in *TypeListInput) (control.TypeFilter, error) {
+	var f control.TypeFilter
+	if !callerAdmin(ctx) {
+		if !info(ctx).version.AtLeast(52) {
+			return f, nil
+		}
+		var bad []string
+		for k := range in.raw {
+			if k != "is_public" && k != "extra_specs" && !slices.Contains(typeListParams, k) {
+				bad = append(bad, k)
+			}
+		}
+		if len(bad) > 0 {
+			sort.Strings(bad)
+			return f, basalt.Errorf(basalt.EINVALID, "Invalid filters %s are found in query options.", strings.Join(bad, ","))
+		}
+		f.ExtraSpecs = in.ExtraSpecs
+		return f, nil
+	}
+	switch in.IsPublic {
+	case "":
+		t := true
+		f.IsPublic = &t
+	case "none", "None":
+	default:
+		b, err := strconv.ParseBool(in.IsPublic)
+		if err != nil {
+			return f, basalt.Errorf(basalt.EINVALID, "Invalid is_public filter [%s]", in.IsPublic)
+		}
+		f.IsPublic = &b
+	}
+	f.ExtraSpecs = in.ExtraSpecs
+	return f, nil
+}
+
 func typeOutput(ctx context.Context, t *basalt.VolumeType) *TypeOutput {
 	out := &TypeOutput{}
 	out.Body.VolumeType = typeView(ctx, t)
@@ -106,24 +166,12 @@ func typeOutput(ctx context.Context, t *basalt.VolumeType) *TypeOutput {
 func (s *Server) registerTypes() {
 	huma.Register(s.api, huma.Operation{OperationID: "list-types", Method: http.MethodGet, Path: "/v3/types",
 		Summary: "List volume types", Tags: typeTag},
-		func(ctx context.Context, in *struct {
-			IsPublic string `query:"is_public"`
-		}) (*TypeListOutput, error) {
-			var pub *bool
-			switch in.IsPublic {
-			case "", "none", "None":
-				if in.IsPublic == "" && callerAdmin(ctx) {
-					t := true
-					pub = &t
-				}
-			default:
-				b, err := strconv.ParseBool(in.IsPublic)
-				if err != nil {
-					return nil, fault(basalt.Errorf(basalt.EINVALID, "Invalid is_public filter [%s]", in.IsPublic))
-				}
-				pub = &b
+		func(ctx context.Context, in *TypeListInput) (*TypeListOutput, error) {
+			f, err := typeFilter(ctx, in)
+			if err != nil {
+				return nil, fault(err)
 			}
-			ts, err := s.plane.Types(ctx, pub)
+			ts, err := s.plane.Types(ctx, f)
 			if err != nil {
 				return nil, fault(err)
 			}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/functions/control"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -34,6 +36,30 @@ func tsPtr(t *time.Time) *Timestamp {
 	}
 	x := Timestamp(*t)
 	return &x
+}
+
+// Nullable is a field of a view that only some microversions show, and that may then be null.
+// Its zero value is absent from the view (with the omitzero option); a value made with shown is
+// present, null when its pointer is nil.
+type Nullable[T any] struct {
+	v     *T
+	shown bool
+}
+
+// shown returns a present field of value v (null when v is nil).
+func shown[T any](v *T) Nullable[T] { return Nullable[T]{v: v, shown: true} }
+
+// IsZero reports whether the field is absent.
+func (n Nullable[T]) IsZero() bool { return !n.shown }
+
+// MarshalJSON writes the value, or null.
+func (n Nullable[T]) MarshalJSON() ([]byte, error) { return json.Marshal(n.v) }
+
+// Schema describes the field for OpenAPI: T, or null.
+func (n Nullable[T]) Schema(r huma.Registry) *huma.Schema {
+	s := *r.Schema(reflect.TypeFor[T](), true, "")
+	s.Nullable = true
+	return &s
 }
 
 // Link is a hypermedia link.
@@ -79,12 +105,38 @@ type VolumeSummary struct {
 	Links []Link  `json:"links"`
 }
 
-// VolumeAttachment is one attachment of a volume.
+// VolumeAttachment is one attached attachment of a volume, as the volume view lists it. id is
+// the volume's id (Cinder's quirk); host_name is shown to administrators only.
 type VolumeAttachment struct {
-	ID           string `json:"id"`
-	AttachmentID string `json:"attachment_id"`
-	VolumeID     string `json:"volume_id"`
-	ServerID     string `json:"server_id"`
+	ID           string     `json:"id"`
+	AttachmentID string     `json:"attachment_id"`
+	VolumeID     string     `json:"volume_id"`
+	ServerID     *string    `json:"server_id"`
+	HostName     *string    `json:"host_name"`
+	Device       *string    `json:"device"`
+	AttachedAt   *Timestamp `json:"attached_at"`
+}
+
+// volumeAttachments lists the volume's attached attachments.
+func volumeAttachments(ctx context.Context, v *basalt.Volume) []VolumeAttachment {
+	out := []VolumeAttachment{}
+	for _, a := range v.Attachments {
+		if a.Status != basalt.AttachAttached {
+			continue
+		}
+		va := VolumeAttachment{ID: v.ID, AttachmentID: a.ID, VolumeID: v.ID, AttachedAt: tsPtr(a.AttachedAt)}
+		if a.InstanceUUID != "" {
+			va.ServerID = &a.InstanceUUID
+		}
+		if a.Mountpoint != "" {
+			va.Device = &a.Mountpoint
+		}
+		if a.AttachedHost != "" && callerAdmin(ctx) {
+			va.HostName = &a.AttachedHost
+		}
+		out = append(out, va)
+	}
+	return out
 }
 
 // VolumeView is Cinder's volume view. Host and tenant attributes appear in show and detail
@@ -113,6 +165,8 @@ type VolumeView struct {
 	MigrationStatus    *string            `json:"migration_status"`
 	GroupID            *string            `json:"group_id"`
 	ProviderID         *string            `json:"provider_id"`
+	SharedTargets      *bool              `json:"shared_targets,omitempty" doc:"3.48+: whether the volume's export target serves other volumes too"`
+	ServiceUUID        Nullable[string]   `json:"service_uuid,omitzero" doc:"3.48+: the id of the volume service that holds the volume; null until placed"`
 	Host               string             `json:"os-vol-host-attr:host,omitempty"`
 	TenantID           string             `json:"os-vol-tenant-attr:tenant_id,omitempty"`
 	// StatusReason says why a volume is in an error status (a Basalt extension).
@@ -126,7 +180,7 @@ func volumeView(ctx context.Context, v *basalt.Volume, full bool) VolumeView {
 		VolumeType: v.VolumeTypeName, SnapshotID: v.SnapshotID, SourceVolID: v.SourceVolID,
 		Metadata: v.Metadata, Links: selfLinks(ctx, "volumes", v.ID), UserID: v.UserID,
 		Bootable: strconv.FormatBool(v.Bootable), Multiattach: v.Multiattach,
-		Attachments: []VolumeAttachment{}, StatusReason: v.StatusReason,
+		Attachments: volumeAttachments(ctx, v), StatusReason: v.StatusReason,
 	}
 	if vv.Metadata == nil {
 		vv.Metadata = map[string]string{}
@@ -145,7 +199,24 @@ func volumeView(ctx context.Context, v *basalt.Volume, full bool) VolumeView {
 			vv.Host = v.Host
 		}
 	}
+	if info(ctx).version.AtLeast(48) {
+		vv.SharedTargets, vv.ServiceUUID = targets(v)
+	}
 	return vv
+}
+
+// targets returns a volume's shared_targets and service_uuid. Basalt exports each volume on a
+// target of its own, so a placed volume shares none. A volume not placed yet shows what Cinder
+// shows before its volume service sets them: shared_targets true (the column's default) and no
+// service.
+func targets(v *basalt.Volume) (*bool, Nullable[string]) {
+	backend := v.Backend()
+	if backend == "" {
+		shared := true
+		return &shared, shown[string](nil)
+	}
+	shared, id := false, control.ServiceUUID(backend)
+	return &shared, shown(&id)
 }
 
 // VolumeTypeView is Cinder's volume type view.
@@ -159,9 +230,6 @@ type VolumeTypeView struct {
 	AccessIs    bool              `json:"os-volume-type-access:is_public"`
 }
 
-// userVisibleSpecs are the extra specs a non-admin may see.
-var userVisibleSpecs = []string{"RESKEY:availability_zones", "multiattach", "replication_enabled"}
-
 func typeView(ctx context.Context, t *basalt.VolumeType) VolumeTypeView {
 	specs := t.ExtraSpecs
 	if specs == nil {
@@ -169,8 +237,8 @@ func typeView(ctx context.Context, t *basalt.VolumeType) VolumeTypeView {
 	}
 	if !callerAdmin(ctx) {
 		visible := map[string]string{}
-		for _, k := range userVisibleSpecs {
-			if v, ok := specs[k]; ok {
+		for k, v := range specs {
+			if control.UserVisibleSpec(k) {
 				visible[k] = v
 			}
 		}

@@ -1,11 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -55,7 +57,8 @@ type VolumeCreateRequest struct {
 	_      struct{}           `json:"-" additionalProperties:"true"`
 }
 
-// VolumeCreateFields are the fields of a volume create.
+// VolumeCreateFields are the fields of a volume create: the keys of Cinder's schema. From
+// microversion 3.53 other keys are refused (check).
 type VolumeCreateFields struct {
 	_                  struct{}          `json:"-" additionalProperties:"true"`
 	Size               FlexInt           `json:"size,omitempty"`
@@ -69,8 +72,28 @@ type VolumeCreateFields struct {
 	SnapshotID         *string           `json:"snapshot_id,omitempty"`
 	SourceVolID        *string           `json:"source_volid,omitempty"`
 	ImageRef           *string           `json:"imageRef,omitempty"`
+	ImageID            *string           `json:"image_id,omitempty" doc:"an alias of imageRef"`
 	BackupID           *string           `json:"backup_id,omitempty"`
 	Multiattach        *bool             `json:"multiattach,omitempty"`
+	ConsistencyGroupID *string           `json:"consistencygroup_id,omitempty" doc:"accepted and ignored: Basalt has no groups"`
+	GroupID            *string           `json:"group_id,omitempty" doc:"accepted and ignored: Basalt has no groups"`
+	raw                []byte            // the object as sent
+}
+
+// UnmarshalJSON decodes the fields and keeps the object as sent, for check.
+func (f *VolumeCreateFields) UnmarshalJSON(b []byte) error {
+	type fields VolumeCreateFields
+	if err := json.Unmarshal(b, (*fields)(f)); err != nil {
+		return err
+	}
+	f.raw = bytes.Clone(b)
+	return nil
+}
+
+// check refuses, from microversion 3.53, keys that Cinder's schema of a volume create does not
+// name: before, they are ignored. The error is EINVALID.
+func (f *VolumeCreateFields) check(v Version) error {
+	return checkVolumeKeys(f.raw, reflect.TypeFor[VolumeCreateFields](), v.AtLeast(53), false)
 }
 
 // VolumeCreateInput is a volume create request.
@@ -117,6 +140,7 @@ type VolumeListOutput struct {
 	Body struct {
 		Volumes []VolumeSummary `json:"volumes"`
 		Links   []Link          `json:"volumes_links,omitempty"`
+		Count   *int            `json:"count,omitempty" doc:"volumes matching the filters on every page (with_count=true, 3.45)"`
 	}
 }
 
@@ -125,10 +149,11 @@ type VolumeDetailListOutput struct {
 	Body struct {
 		Volumes []VolumeView `json:"volumes"`
 		Links   []Link       `json:"volumes_links,omitempty"`
+		Count   *int         `json:"count,omitempty" doc:"volumes matching the filters on every page (with_count=true, 3.45)"`
 	}
 }
 
-// VolumeUpdateFields are the fields of a volume update.
+// VolumeUpdateFields are the fields of a volume update. Other keys are refused (check).
 type VolumeUpdateFields struct {
 	_                  struct{}          `json:"-" additionalProperties:"true"`
 	Name               *string           `json:"name,omitempty"`
@@ -136,6 +161,23 @@ type VolumeUpdateFields struct {
 	Description        *string           `json:"description,omitempty"`
 	DisplayDescription *string           `json:"display_description,omitempty"`
 	Metadata           map[string]string `json:"metadata,omitempty"`
+	raw                []byte            // the object as sent
+}
+
+// UnmarshalJSON decodes the fields and keeps the object as sent, for check.
+func (f *VolumeUpdateFields) UnmarshalJSON(b []byte) error {
+	type fields VolumeUpdateFields
+	if err := json.Unmarshal(b, (*fields)(f)); err != nil {
+		return err
+	}
+	f.raw = bytes.Clone(b)
+	return nil
+}
+
+// check refuses keys that Cinder's schema of a volume update does not name, at every
+// microversion, and from 3.53 an update that names none. The error is EINVALID.
+func (f *VolumeUpdateFields) check(v Version) error {
+	return checkVolumeKeys(f.raw, reflect.TypeFor[VolumeUpdateFields](), true, v.AtLeast(53))
 }
 
 // VolumeUpdateInput is a volume update.
@@ -156,6 +198,8 @@ type VolumeDeleteInput struct {
 // ActionOutput answers an action with its status and no body.
 type ActionOutput struct {
 	Status int
+	// Body is the answer of the actions that have one (os-initialize_connection).
+	Body any
 }
 
 // VolumeActionInput is a volume action: a body with exactly one key, the action's name.
@@ -183,7 +227,7 @@ func deref(s *string) string {
 func listOptions(ctx context.Context, q url.Values) (control.ListOptions, error) {
 	o := control.ListOptions{Filters: map[string]string{}, Lenient: !info(ctx).version.AtLeast(31)}
 	reserved := map[string]bool{"marker": true, "limit": true, "offset": true, "sort": true,
-		"sort_key": true, "sort_dir": true, "all_tenants": true, "with_count": true}
+		"sort_key": true, "sort_dir": true, "all_tenants": true}
 	for k, vs := range q {
 		if !reserved[k] && len(vs) > 0 {
 			o.Filters[k] = vs[len(vs)-1]
@@ -234,13 +278,39 @@ func listOptions(ctx context.Context, q url.Values) (control.ListOptions, error)
 	return o, nil
 }
 
+// withCount reads with_count into o for the listings that count (volumes and snapshots). From
+// microversion 3.45 it asks for the count and is no filter; before, it is a filter like any
+// other key, which a member may not use from 3.31 (as Cinder).
+func withCount(ctx context.Context, q url.Values, o *control.ListOptions) error {
+	vs, ok := q["with_count"]
+	if !ok || !info(ctx).version.AtLeast(45) {
+		return nil
+	}
+	delete(o.Filters, "with_count")
+	v := vs[len(vs)-1]
+	b, ok := strictBool(v)
+	if !ok {
+		return basalt.Errorf(basalt.EINVALID, "Value '%s' for 'with_count' is not a boolean.", v)
+	}
+	o.WithCount = b
+	return nil
+}
+
+// count returns the count of pg for a list body, or nil when o did not ask for it.
+func count[T any](o control.ListOptions, pg control.Page[T]) *int {
+	if !o.WithCount {
+		return nil
+	}
+	return &pg.Count
+}
+
 var volumeTag = []string{"volumes"}
 
 func (s *Server) registerVolumes() {
 	huma.Register(s.api, huma.Operation{OperationID: "create-volume", Method: http.MethodPost,
 		Path: "/v3/volumes", Summary: "Create a volume", Tags: volumeTag, DefaultStatus: http.StatusAccepted},
 		func(ctx context.Context, in *VolumeCreateInput) (*VolumeOutput, error) {
-			req, err := volumeCreate(in)
+			req, err := volumeCreate(info(ctx).version, in)
 			if err != nil {
 				return nil, fault(err)
 			}
@@ -256,36 +326,38 @@ func (s *Server) registerVolumes() {
 	huma.Register(s.api, huma.Operation{OperationID: "list-volumes", Method: http.MethodGet,
 		Path: "/v3/volumes", Summary: "List volumes (id, name, links)", Tags: volumeTag},
 		func(ctx context.Context, in *VolumeListInput) (*VolumeListOutput, error) {
-			vols, more, err := s.listVolumes(ctx, in)
+			o, pg, err := s.listVolumes(ctx, in)
 			if err != nil {
 				return nil, fault(err)
 			}
 			out := &VolumeListOutput{}
-			out.Body.Volumes = make([]VolumeSummary, 0, len(vols))
-			for _, v := range vols {
+			out.Body.Volumes = make([]VolumeSummary, 0, len(pg.Items))
+			for _, v := range pg.Items {
 				out.Body.Volumes = append(out.Body.Volumes, VolumeSummary{ID: v.ID, Name: v.Name, Links: selfLinks(ctx, "volumes", v.ID)})
 			}
-			if more {
-				out.Body.Links = nextLink(ctx, in.path, in.raw, vols[len(vols)-1].ID)
+			if pg.More {
+				out.Body.Links = nextLink(ctx, in.path, in.raw, pg.Items[len(pg.Items)-1].ID)
 			}
+			out.Body.Count = count(o, pg)
 			return out, nil
 		})
 
 	huma.Register(s.api, huma.Operation{OperationID: "list-volumes-detail", Method: http.MethodGet,
 		Path: "/v3/volumes/detail", Summary: "List volumes with details", Tags: volumeTag},
 		func(ctx context.Context, in *VolumeListInput) (*VolumeDetailListOutput, error) {
-			vols, more, err := s.listVolumes(ctx, in)
+			o, pg, err := s.listVolumes(ctx, in)
 			if err != nil {
 				return nil, fault(err)
 			}
 			out := &VolumeDetailListOutput{}
-			out.Body.Volumes = make([]VolumeView, 0, len(vols))
-			for _, v := range vols {
+			out.Body.Volumes = make([]VolumeView, 0, len(pg.Items))
+			for _, v := range pg.Items {
 				out.Body.Volumes = append(out.Body.Volumes, volumeView(ctx, v, true))
 			}
-			if more {
-				out.Body.Links = nextLink(ctx, in.path, in.raw, vols[len(vols)-1].ID)
+			if pg.More {
+				out.Body.Links = nextLink(ctx, in.path, in.raw, pg.Items[len(pg.Items)-1].ID)
 			}
+			out.Body.Count = count(o, pg)
 			return out, nil
 		})
 
@@ -305,6 +377,9 @@ func (s *Server) registerVolumes() {
 		Path: "/v3/volumes/{volume_id}", Summary: "Update a volume's name, description or metadata", Tags: volumeTag},
 		func(ctx context.Context, in *VolumeUpdateInput) (*VolumeOutput, error) {
 			b := in.Body.Volume
+			if err := b.check(info(ctx).version); err != nil {
+				return nil, fault(err)
+			}
 			v, err := s.plane.UpdateVolume(ctx, in.ID, control.VolumeUpdate{
 				Name: firstNonNil(b.Name, b.DisplayName), Description: firstNonNil(b.Description, b.DisplayDescription),
 				Metadata: b.Metadata})
@@ -346,20 +421,27 @@ func (s *Server) registerVolumes() {
 			if err != nil {
 				return nil, fault(err)
 			}
-			return &ActionOutput{Status: status}, nil
+			return &ActionOutput{Status: status.code, Body: status.body}, nil
 		})
 }
 
-func (s *Server) listVolumes(ctx context.Context, in *VolumeListInput) ([]*basalt.Volume, bool, error) {
+func (s *Server) listVolumes(ctx context.Context, in *VolumeListInput) (control.ListOptions, control.Page[*basalt.Volume], error) {
 	o, err := listOptions(ctx, in.raw)
-	if err != nil {
-		return nil, false, err
+	if err == nil {
+		err = withCount(ctx, in.raw, &o)
 	}
-	return s.plane.Volumes(ctx, o)
+	if err != nil {
+		return o, control.Page[*basalt.Volume]{}, err
+	}
+	pg, err := s.plane.Volumes(ctx, o)
+	return o, pg, err
 }
 
-func volumeCreate(in *VolumeCreateInput) (control.VolumeCreate, error) {
+func volumeCreate(ver Version, in *VolumeCreateInput) (control.VolumeCreate, error) {
 	b := in.Body.Volume
+	if err := b.check(ver); err != nil {
+		return control.VolumeCreate{}, err
+	}
 	fromSource := deref(b.SnapshotID) != "" || deref(b.SourceVolID) != ""
 	if !b.Size.Set && !fromSource {
 		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute size. Value: None. size is required to create a blank volume.")
@@ -373,7 +455,7 @@ func volumeCreate(in *VolumeCreateInput) (control.VolumeCreate, error) {
 	if b.Multiattach != nil && *b.Multiattach {
 		return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "multiattach parameter has been removed. The default behavior is to use multiattach enabled volume types. Contact your administrator to create a multiattach enabled volume type and use it to create multiattach volumes.")
 	}
-	for name, v := range map[string]*string{"imageRef": b.ImageRef, "backup_id": b.BackupID} {
+	for name, v := range map[string]*string{"imageRef": b.ImageRef, "image_id": b.ImageID, "backup_id": b.BackupID} {
 		if v != nil && *v != "" {
 			return control.VolumeCreate{}, basalt.Errorf(basalt.EINVALID, "Invalid input received: creating a volume from %s is not supported yet.", name)
 		}
@@ -393,81 +475,96 @@ func action[T any](arg any) (T, error) {
 	return a, remarshal(arg, &a)
 }
 
-// volumeAction runs one volume action and returns the status to answer with.
-func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) (int, error) {
+// actionAnswer is what an action answers: a status and, for a few actions, a body.
+type actionAnswer struct {
+	code int
+	body any
+}
+
+// volumeAction runs one volume action and returns the answer.
+func (s *Server) volumeAction(ctx context.Context, in *VolumeActionInput) (actionAnswer, error) {
 	if len(in.Body) != 1 {
-		return 0, basalt.Errorf(basalt.EINVALID, "Malformed request body")
+		return actionAnswer{}, basalt.Errorf(basalt.EINVALID, "Malformed request body")
 	}
-	ver := info(ctx).version
 	for name, arg := range in.Body {
-		switch name {
-		case "os-reset_status":
-			a, err := action[struct {
-				Status       *string `json:"status"`
-				AttachStatus *string `json:"attach_status"`
-			}](arg)
-			if err != nil {
-				return 0, err
-			}
-			return http.StatusAccepted, s.plane.ResetVolumeStatus(ctx, in.ID, a.Status, a.AttachStatus)
-		case "os-extend":
-			a, err := action[struct {
-				NewSize FlexInt `json:"new_size"`
-			}](arg)
-			if err != nil {
-				return 0, err
-			}
-			if !a.NewSize.OK {
-				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute new_size. Value: %s. new_size must be an integer.", a.NewSize.Raw)
-			}
-			return http.StatusAccepted, s.plane.ExtendVolume(ctx, in.ID, a.NewSize.N, ver.AtLeast(42))
-		case "revert":
-			if !ver.AtLeast(40) {
-				return 0, basalt.Errorf(basalt.ENOTFOUND, "The resource could not be found.")
-			}
-			a, err := action[struct {
-				SnapshotID string `json:"snapshot_id"`
-			}](arg)
-			if err != nil {
-				return 0, err
-			}
-			if a.SnapshotID == "" {
-				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute snapshot_id. Value: None. snapshot_id is required.")
-			}
-			return http.StatusAccepted, s.plane.RevertVolume(ctx, in.ID, a.SnapshotID)
-		case "os-set_bootable":
-			a, err := action[struct {
-				Bootable any `json:"bootable"`
-			}](arg)
-			if err != nil {
-				return 0, err
-			}
-			b, ok := strictBool(a.Bootable)
-			if !ok {
-				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute bootable. Value: %v. It must be a boolean.", a.Bootable)
-			}
-			return http.StatusOK, s.plane.SetBootable(ctx, in.ID, b)
-		case "os-update_readonly_flag":
-			a, err := action[struct {
-				ReadOnly any `json:"readonly"`
-			}](arg)
-			if err != nil {
-				return 0, err
-			}
-			b, ok := strictBool(a.ReadOnly)
-			if !ok {
-				return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute readonly. Value: %v. It must be a boolean.", a.ReadOnly)
-			}
-			return http.StatusAccepted, s.plane.SetReadOnly(ctx, in.ID, b)
-		case "os-force_delete":
-			if !callerAdmin(ctx) {
-				return 0, basalt.Errorf(basalt.EFORBIDDEN, "Policy doesn't allow volume_extension:volume_admin_actions:force_delete to be performed.")
-			}
-			return http.StatusAccepted, s.plane.DeleteVolume(ctx, in.ID, true, false)
+		if code, body, ok, err := s.legacyAttachAction(ctx, in.ID, name, arg); ok {
+			return actionAnswer{code, body}, err
 		}
-		return 0, basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
+		code, err := s.volumeActionStatus(ctx, in.ID, name, arg)
+		return actionAnswer{code: code}, err
 	}
-	return 0, nil
+	return actionAnswer{}, nil
+}
+
+// volumeActionStatus runs the volume actions that answer with a status only.
+func (s *Server) volumeActionStatus(ctx context.Context, id, name string, arg any) (int, error) {
+	ver := info(ctx).version
+	switch name {
+	case "os-reset_status":
+		a, err := action[struct {
+			Status       *string `json:"status"`
+			AttachStatus *string `json:"attach_status"`
+		}](arg)
+		if err != nil {
+			return 0, err
+		}
+		return http.StatusAccepted, s.plane.ResetVolumeStatus(ctx, id, a.Status, a.AttachStatus)
+	case "os-extend":
+		a, err := action[struct {
+			NewSize FlexInt `json:"new_size"`
+		}](arg)
+		if err != nil {
+			return 0, err
+		}
+		if !a.NewSize.OK {
+			return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute new_size. Value: %s. new_size must be an integer.", a.NewSize.Raw)
+		}
+		return http.StatusAccepted, s.plane.ExtendVolume(ctx, id, a.NewSize.N, ver.AtLeast(42))
+	case "revert":
+		if !ver.AtLeast(40) {
+			return 0, basalt.Errorf(basalt.ENOTFOUND, "The resource could not be found.")
+		}
+		a, err := action[struct {
+			SnapshotID string `json:"snapshot_id"`
+		}](arg)
+		if err != nil {
+			return 0, err
+		}
+		if a.SnapshotID == "" {
+			return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute snapshot_id. Value: None. snapshot_id is required.")
+		}
+		return http.StatusAccepted, s.plane.RevertVolume(ctx, id, a.SnapshotID)
+	case "os-set_bootable":
+		a, err := action[struct {
+			Bootable any `json:"bootable"`
+		}](arg)
+		if err != nil {
+			return 0, err
+		}
+		b, ok := strictBool(a.Bootable)
+		if !ok {
+			return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute bootable. Value: %v. It must be a boolean.", a.Bootable)
+		}
+		return http.StatusOK, s.plane.SetBootable(ctx, id, b)
+	case "os-update_readonly_flag":
+		a, err := action[struct {
+			ReadOnly any `json:"readonly"`
+		}](arg)
+		if err != nil {
+			return 0, err
+		}
+		b, ok := strictBool(a.ReadOnly)
+		if !ok {
+			return 0, basalt.Errorf(basalt.EINVALID, "Invalid input for field/attribute readonly. Value: %v. It must be a boolean.", a.ReadOnly)
+		}
+		return http.StatusAccepted, s.plane.SetReadOnly(ctx, id, b)
+	case "os-force_delete":
+		if !callerAdmin(ctx) {
+			return 0, basalt.Errorf(basalt.EFORBIDDEN, "Policy doesn't allow volume_extension:volume_admin_actions:force_delete to be performed.")
+		}
+		return http.StatusAccepted, s.plane.DeleteVolume(ctx, id, true, false)
+	}
+	return 0, basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
 }
 
 // queryBool reads an optional boolean query parameter ("" is false).

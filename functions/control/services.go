@@ -8,12 +8,17 @@ import (
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/scheduler"
+	"github.com/google/uuid"
 )
 
 // ServiceView is a service with its computed state.
 type ServiceView struct {
 	*basalt.Service
 	Up bool
+	// BackendState is what a volume service's backend reports of its storage, "up" or "down"
+	// (Cinder's backend_state, microversion 3.49); "" when the scheduler has no pool of it:
+	// the service is down, disabled or has not reported yet.
+	BackendState string
 }
 
 // Services lists services (admin), optionally only those of host and binary.
@@ -26,14 +31,50 @@ func (p *Plane) Services(ctx context.Context, host, binary string) ([]ServiceVie
 		return nil, unavailable(p.logger, "list services", err)
 	}
 	now := p.store.Now()
+	pools, err := p.store.Pools(ctx, now, p.cfg.ServiceDownTime)
+	if err != nil {
+		return nil, unavailable(p.logger, "list pools", err)
+	}
+	states := backendStates(pools)
 	var out []ServiceView
 	for _, s := range svcs {
 		if (host != "" && s.Host != host) || (binary != "" && s.Binary != binary) {
 			continue
 		}
-		out = append(out, ServiceView{Service: s, Up: s.Up(now, p.cfg.ServiceDownTime)})
+		sv := ServiceView{Service: s, Up: s.Up(now, p.cfg.ServiceDownTime)}
+		if s.Binary == basalt.BinaryVolume {
+			sv.BackendState = states[s.Host]
+		}
+		out = append(out, sv)
 	}
 	return out, nil
+}
+
+// backendStates maps each backend (host@backend) with a pool to the backend_state its pools
+// report, "up" when they report none, as Cinder's os-services reads it from get_pools. Cinder
+// keeps whichever pool it meets last; here one pool that reports "down" makes its backend down.
+func backendStates(pools []basalt.Pool) map[string]string {
+	states := map[string]string{}
+	for _, pool := range pools {
+		st, _ := pool.Capabilities["backend_state"].(string)
+		if st == "" {
+			st = "up"
+		}
+		if states[pool.Backend] != "down" {
+			states[pool.Backend] = st
+		}
+	}
+	return states
+}
+
+// serviceNamespace is the namespace of ServiceUUID's name-based UUIDs.
+var serviceNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/basalt-storage/basalt/services"))
+
+// ServiceUUID returns the id of the volume service of backend (host@backend): a version 5 UUID
+// of the backend's name, the same in every process and across restarts. Cinder's volume view
+// shows it as service_uuid (microversion 3.48).
+func ServiceUUID(backend string) string {
+	return uuid.NewSHA1(serviceNamespace, []byte(backend)).String()
 }
 
 // SetServiceDisabled enables or disables a service (admin). A disabled volume service gets no

@@ -104,11 +104,12 @@ func (p *Plane) Snapshot(ctx context.Context, id string) (*basalt.Snapshot, erro
 
 var snapshotFilters = []string{"name", "status", "volume_id", "metadata", "availability_zone", "consumes_quota"}
 
-// Snapshots lists the snapshots the caller may see, filtered and paged.
-func (p *Plane) Snapshots(ctx context.Context, o ListOptions) ([]*basalt.Snapshot, bool, error) {
+// Snapshots lists the snapshots the caller may see, filtered and paged, with their count when
+// o.WithCount. Errors: EINVALID (a filter not allowed), ENOTFOUND (marker).
+func (p *Plane) Snapshots(ctx context.Context, o ListOptions) (Page[*basalt.Snapshot], error) {
 	c := CallerFrom(ctx)
 	if err := checkFilters(c, o, snapshotFilters); err != nil {
-		return nil, false, err
+		return Page[*basalt.Snapshot]{}, err
 	}
 	project := c.ProjectID
 	if c.Admin && o.AllTenants {
@@ -117,7 +118,7 @@ func (p *Plane) Snapshots(ctx context.Context, o ListOptions) ([]*basalt.Snapsho
 	}
 	all, err := p.store.Snapshots(ctx, project)
 	if err != nil {
-		return nil, false, unavailable(p.logger, "list snapshots", err)
+		return Page[*basalt.Snapshot]{}, unavailable(p.logger, "list snapshots", err)
 	}
 	var out []*basalt.Snapshot
 	for _, sn := range all {
@@ -130,9 +131,9 @@ func (p *Plane) Snapshots(ctx context.Context, o ListOptions) ([]*basalt.Snapsho
 	}
 	page, more, err := paginate(out, o, func(s *basalt.Snapshot) string { return s.ID })
 	if err != nil {
-		return nil, false, snapshotNotFound(o.Marker)
+		return Page[*basalt.Snapshot]{}, snapshotNotFound(o.Marker)
 	}
-	return page, more, nil
+	return counted(Page[*basalt.Snapshot]{Items: page, More: more}, o, len(out)), nil
 }
 
 func snapshotMatches(sn *basalt.Snapshot, f map[string]string) bool {

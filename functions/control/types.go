@@ -45,9 +45,30 @@ func (p *Plane) DefaultType(ctx context.Context) (*basalt.VolumeType, error) {
 	return t, nil
 }
 
-// Types lists the volume types the caller may see: admins see all (isPublic filters when
-// non-nil), members see public types.
-func (p *Plane) Types(ctx context.Context, isPublic *bool) ([]*basalt.VolumeType, error) {
+// UserVisibleSpec reports whether a member may see extra spec key, and filter types on it
+// (Cinder's USER_VISIBLE_EXTRA_SPECS).
+func UserVisibleSpec(key string) bool {
+	switch key {
+	case "RESKEY:availability_zones", "multiattach", "replication_enabled":
+		return true
+	}
+	return false
+}
+
+// TypeFilter narrows a type listing.
+type TypeFilter struct {
+	// IsPublic keeps the public (true) or the private (false) types; nil keeps both.
+	IsPublic *bool
+	// ExtraSpecs is a dict literal, {'k': 'v', ...}, that keeps the types whose extra spec k is
+	// v for every k; the value of RESKEY:availability_zones need only contain v (Cinder's
+	// extra_specs filter, microversion 3.52). "" keeps every type.
+	ExtraSpecs string
+}
+
+// Types lists the volume types the caller may see, filtered: admins see all, members see
+// public types. A member who filters on an extra spec that UserVisibleSpec hides gets no types,
+// as in Cinder: dropping the filter would list types that may not match it.
+func (p *Plane) Types(ctx context.Context, f TypeFilter) ([]*basalt.VolumeType, error) {
 	if _, err := p.DefaultType(ctx); err != nil {
 		return nil, err
 	}
@@ -56,17 +77,48 @@ func (p *Plane) Types(ctx context.Context, isPublic *bool) ([]*basalt.VolumeType
 		return nil, unavailable(p.logger, "list volume types", err)
 	}
 	admin := CallerFrom(ctx).Admin
+	var specs map[string]string
+	if f.ExtraSpecs != "" {
+		specs = parseDictLiteral(f.ExtraSpecs)
+	}
+	for k := range specs {
+		if !admin && !UserVisibleSpec(k) {
+			return nil, nil
+		}
+	}
 	var out []*basalt.VolumeType
 	for _, t := range all {
 		if !admin && !t.IsPublic {
 			continue
 		}
-		if isPublic != nil && t.IsPublic != *isPublic {
+		if f.IsPublic != nil && t.IsPublic != *f.IsPublic {
 			continue
 		}
-		out = append(out, t)
+		if specsMatch(t.ExtraSpecs, specs) {
+			out = append(out, t)
+		}
 	}
 	return out, nil
+}
+
+// specsMatch reports whether have holds every spec of want, as Cinder's extra_specs filter
+// compares: equal values, except RESKEY:availability_zones, a list of zones, which need only
+// contain the wanted value.
+func specsMatch(have, want map[string]string) bool {
+	for k, v := range want {
+		h, ok := have[k]
+		switch {
+		case !ok:
+			return false
+		case k == "RESKEY:availability_zones":
+			if !strings.Contains(h, v) {
+				return false
+			}
+		case h != v:
+			return false
+		}
+	}
+	return true
 }
 
 // Type returns type id (an id, or "default" for the default type). A private type is

@@ -269,6 +269,35 @@ type ListOptions struct {
 	// Lenient drops filters a member may not use instead of refusing them (before
 	// microversion 3.31, as Cinder).
 	Lenient bool
+	// WithCount asks for the number of items that match the filters on every page (Cinder's
+	// with_count, microversion 3.45).
+	WithCount bool
+}
+
+// A Page is one page of a listing.
+type Page[T any] struct {
+	Items []T
+	// More reports that a next link is due.
+	More bool
+	// Count is the number of items that match the filters on every page, when
+	// ListOptions.WithCount asked for it.
+	Count int
+}
+
+// counted adds the count of all matching items to pg when o asks for it. Cinder then decides
+// the next link by comparing the limit with that count instead of with the page: every
+// non-empty page gets a link when the limit does not exceed the count, the last one too.
+func counted[T any](pg Page[T], o ListOptions, total int) Page[T] {
+	if !o.WithCount {
+		return pg
+	}
+	limit := o.Limit
+	if limit <= 0 || limit > MaxLimit {
+		limit = MaxLimit
+	}
+	pg.Count = total
+	pg.More = o.Limit > 0 && len(pg.Items) > 0 && limit <= total
+	return pg
 }
 
 // A SortKey orders a listing.
@@ -284,17 +313,16 @@ var volumeFilters = []string{"name", "status", "metadata", "bootable", "availabi
 	"created_at", "updated_at", "migration_status", "group_id", "consumes_quota"}
 var volumeSortKeys = []string{"created_at", "updated_at", "id", "name", "display_name", "size", "status", "availability_zone"}
 
-// Volumes lists the volumes the caller may see, filtered, sorted and paged. It reports whether
-// more items follow the page. Errors: EINVALID (a filter or sort key not allowed), ENOTFOUND
-// (marker).
-func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, bool, error) {
+// Volumes lists the volumes the caller may see, filtered, sorted and paged, with their count
+// when o.WithCount. Errors: EINVALID (a filter or sort key not allowed), ENOTFOUND (marker).
+func (p *Plane) Volumes(ctx context.Context, o ListOptions) (Page[*basalt.Volume], error) {
 	c := CallerFrom(ctx)
 	if err := checkFilters(c, o, volumeFilters); err != nil {
-		return nil, false, err
+		return Page[*basalt.Volume]{}, err
 	}
 	for _, s := range o.Sort {
 		if !slices.Contains(volumeSortKeys, s.Key) {
-			return nil, false, invalid("Invalid sort key %s.", s.Key)
+			return Page[*basalt.Volume]{}, invalid("Invalid sort key %s.", s.Key)
 		}
 	}
 	project := c.ProjectID
@@ -302,21 +330,22 @@ func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, b
 		project = o.Filters["project_id"]
 		delete(o.Filters, "project_id")
 	}
-	if len(o.Filters) == 0 && len(o.Sort) == 0 {
+	if len(o.Filters) == 0 && len(o.Sort) == 0 && !o.WithCount {
 		// The common listing (newest first, unfiltered) pages in Redis and reads only the page.
+		// A count needs every volume, so it takes the path below.
 		limit := o.Limit
 		if limit <= 0 || limit > MaxLimit {
 			limit = MaxLimit
 		}
 		page, err := p.store.VolumePage(ctx, project, o.Marker, o.Offset, limit)
 		if err != nil {
-			return nil, false, unavailable(p.logger, "list volumes", err)
+			return Page[*basalt.Volume]{}, unavailable(p.logger, "list volumes", err)
 		}
-		return page, o.Limit > 0 && len(page) == limit, nil
+		return Page[*basalt.Volume]{Items: page, More: o.Limit > 0 && len(page) == limit}, nil
 	}
 	all, err := p.store.Volumes(ctx, project)
 	if err != nil {
-		return nil, false, unavailable(p.logger, "list volumes", err)
+		return Page[*basalt.Volume]{}, unavailable(p.logger, "list volumes", err)
 	}
 	var out []*basalt.Volume
 	for _, v := range all {
@@ -327,9 +356,9 @@ func (p *Plane) Volumes(ctx context.Context, o ListOptions) ([]*basalt.Volume, b
 	sortVolumes(out, o.Sort)
 	page, more, err := paginate(out, o, func(v *basalt.Volume) string { return v.ID })
 	if err != nil {
-		return nil, false, basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", o.Marker)
+		return Page[*basalt.Volume]{}, basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", o.Marker)
 	}
-	return page, more, nil
+	return counted(Page[*basalt.Volume]{Items: page, More: more}, o, len(out)), nil
 }
 
 // checkFilters refuses (or, lenient, drops) filters a member may not use. A key ending in "~"
@@ -415,21 +444,40 @@ func volumeMatches(v *basalt.Volume, f map[string]string) bool {
 	return true
 }
 
-// parseDictLiteral reads the Python dict literal clients send as a metadata filter:
-// {'k': 'v', 'k2': 'v2'} (cinderclient) or {'k':'v'} (gophercloud). JSON objects work too.
+// parseDictLiteral reads the Python dict literal clients send as a metadata or extra_specs
+// filter: {'k': 'v', 'k2': 'v2'} (cinderclient) or {'k':'v'} (gophercloud). JSON objects work
+// too. A quoted key or value may hold ':' and ',' (RESKEY:availability_zones).
 func parseDictLiteral(s string) map[string]string {
 	out := map[string]string{}
 	s = strings.TrimSpace(s)
 	s = strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}")
-	for _, pair := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(pair, ":")
+	for strings.TrimSpace(s) != "" {
+		k, rest := literalToken(s, ':')
+		rest, ok := strings.CutPrefix(strings.TrimSpace(rest), ":")
 		if !ok {
-			continue
+			break
 		}
-		unq := func(x string) string { return strings.Trim(strings.TrimSpace(x), `'"`) }
-		out[unq(k)] = unq(v)
+		v, rest := literalToken(rest, ',')
+		out[k] = v
+		s = strings.TrimPrefix(strings.TrimSpace(rest), ",")
 	}
 	return out
+}
+
+// literalToken reads the key or value at the start of s: a string in single or double quotes,
+// or else the text up to the byte stop. It returns the token and the rest of s after it.
+func literalToken(s string, stop byte) (string, string) {
+	s = strings.TrimSpace(s)
+	if s != "" && (s[0] == '\'' || s[0] == '"') {
+		if end := strings.IndexByte(s[1:], s[0]); end >= 0 {
+			return s[1 : end+1], s[end+2:]
+		}
+	}
+	i := strings.IndexByte(s, stop)
+	if i < 0 {
+		i = len(s)
+	}
+	return strings.Trim(strings.TrimSpace(s[:i]), `'"`), s[i:]
 }
 
 func sortVolumes(vs []*basalt.Volume, keys []SortKey) {
@@ -916,9 +964,15 @@ func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attach
 		return err
 	}
 	var opID string
-	_, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
+	var detached []*basalt.Attachment
+	v, err := p.store.ChangeVolume(ctx, id, func(v *basalt.Volume, _ *store.VolumeChange) error {
+		detached = nil
 		if attachStatus != nil {
 			v.AttachStatus = *attachStatus
+			if v.AttachStatus == basalt.AttachDetached {
+				// As Cinder: detached also deletes every attachment.
+				detached, v.Attachments = v.Attachments, nil
+			}
 		}
 		if st == basalt.StatusInUse && v.AttachStatus != basalt.AttachAttached {
 			return invalid("Invalid volume: Volume %s has no attachments; it cannot be in-use.", id)
@@ -934,5 +988,11 @@ func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attach
 		return unavailable(p.logger, "reset the volume's status", err)
 	}
 	p.endAndSettle(ctx, opID, id, "status reset by an administrator")
+	for _, a := range detached {
+		p.endOp(ctx, a.OpID, "status reset by an administrator")
+	}
+	if len(detached) > 0 {
+		return p.teardown(ctx, v, "", true, nil)
+	}
 	return nil
 }
