@@ -20,7 +20,7 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-## bench: performance tables (scheduler placement, end-to-end creates, API latency, snapshot and clone time)
+## bench: performance tables (scheduler placement, end-to-end creates, API latency, attach latency and iSCSI/NBD throughput, snapshot and clone time)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./functions/scheduler/
 	$(GO) run ./local/bench

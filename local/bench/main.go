@@ -5,12 +5,15 @@
 //     through the local stack (API, scheduler, results and the example topology's agents on the
 //     fake driver) on a redis-server of its own;
 //  3. API latency at a fixed request rate (open loop) for POST /v3/volumes and
-//     GET /v3/volumes/detail?limit=100.
+//     GET /v3/volumes/detail?limit=100;
+//  4. attachment latency and sequential throughput through real iSCSI (tgtd) and NBD (nbdkit)
+//     targets, against direct I/O on the volume's file (attach.go; skipped when tgtd, nbdkit or
+//     qemu-io is missing).
 //
 // Everything listens on 127.0.0.1 only, and every loop is bounded in count and time; with the
-// defaults a run takes about a minute. Progress goes to stderr, the tables to stdout.
+// defaults a run takes about a minute and a half. Progress goes to stderr, the tables to stdout.
 //
-//	go run ./local/bench [-phases placement,creates,latency] [-volumes 2000] [-consumers 8] ...
+//	go run ./local/bench [-phases placement,creates,latency,attach] [-volumes 2000] [-consumers 8] ...
 package main
 
 import (
@@ -54,12 +57,13 @@ type config struct {
 	maxTime      time.Duration
 	logLevel     slog.Level
 	cpuProfile   string
+	attach       attachConfig
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	phases := fs.String("phases", "placement,creates,latency", "phases to run, comma-separated")
+	phases := fs.String("phases", "placement,creates,latency,attach", "phases to run, comma-separated")
 	pools := fs.String("pools", "10,100,1000,10000", "placement: pool counts")
 	fs.StringVar(&c.zone, "zone", "", "placement: the requests' availability zone (\"\" = any, the costliest)")
 	fs.IntVar(&c.placeCalls, "place-calls", 20000, "placement: most Place calls per pool count")
@@ -76,17 +80,18 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.maxTime, "max-time", 170*time.Second, "most time for the whole run")
 	level := fs.String("log-level", "warn", "log level of the stack: debug, info, warn or error")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (choose the phases with -phases) to this file")
+	c.attach.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	c.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "placement", "creates", "latency":
+		case "placement", "creates", "latency", "attach":
 			c.phases[p] = true
 		case "":
 		default:
-			return c, fmt.Errorf("unknown phase %q (want placement, creates or latency)", p)
+			return c, fmt.Errorf("unknown phase %q (want placement, creates, latency or attach)", p)
 		}
 	}
 	for _, s := range strings.Split(*pools, ",") {
@@ -98,6 +103,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	if err := c.attach.validate(); err != nil {
+		return c, err
 	}
 	switch {
 	case c.placeCalls < 1 || c.placeCalls > 1_000_000:
@@ -160,7 +168,14 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) error {
 		printPlacement(out, rows, cfg.zone, cfg.placeCalls, cfg.placeTime)
 	}
 	if cfg.phases["creates"] || cfg.phases["latency"] {
-		return runStack(ctx, cfg, out, progress)
+		if err := runStack(ctx, cfg, out, progress); err != nil {
+			return err
+		}
+	}
+	if cfg.phases["attach"] {
+		if err := runAttach(ctx, cfg, out, progress); err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
 	}
 	return nil
 }
