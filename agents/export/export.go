@@ -693,3 +693,11 @@ func freePort(addr string, used map[int]bool) (int, error) {
 // signals to the agent's process group (Ctrl-C, a service manager stopping the agent) do not
 // reach it.
 func detach() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
+
+// daemonEnv is the environment of tgtd and nbdkit: the agent's, with glibc's malloc told to
+// keep freed buffers. Both daemons allocate a buffer per request; by default glibc returns its
+// pages to the kernel on free, so every request faults them in again, which on a virtual
+// machine costs more than moving the data (docs/benchmarks.md).
+func daemonEnv() []string {
+	return append(os.Environ(), "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824")
+}

@@ -123,6 +123,7 @@ func (n *nbdServer) start(ctx context.Context, s Spec) error {
 	argv := n.argv(s)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr, cmd.Dir, cmd.SysProcAttr = logf, logf, "/", detach()
+	cmd.Env = daemonEnv()
 	err = cmd.Run()
 	logf.Close()
 	if err != nil {
