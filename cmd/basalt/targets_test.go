@@ -369,3 +369,54 @@ func TestE2EAttachSurvivesAgentCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EMultiattachISCSI attaches one multiattach volume read-write to two hosts at once
+// through one iSCSI target: each writes its half, and each reads the other's.
+func TestE2EMultiattachISCSI(t *testing.T) {
+	requireTargets(t)
+	s := newStack(t, stackOptions{})
+	h := s.addTargetHost("h1", export.ProtocolISCSI)
+	if r := s.do("admin:admin", "GET", "/v3/scheduler-stats/get_pools?detail=true", ""); !strings.Contains(r.raw, `"storage_protocol":"iSCSI"`) ||
+		!strings.Contains(r.raw, `"multiattach":true`) {
+		t.Errorf("an iSCSI backend's pools = %s, want storage_protocol iSCSI and multiattach", r.raw)
+	}
+	if r := s.do("admin:admin", "POST", "/v3/types", `{"volume_type":{"name":"shared-iscsi","extra_specs":{"multiattach":"<is> True","storage_protocol":"<in> iSCSI"}}}`); r.status != 200 {
+		t.Fatalf("create type = %d %s", r.status, r.raw)
+	}
+	c := gcClient(t, s, "alice", "p1")
+	c.Microversion = "3.54"
+	vid := newAttachVolume(t, c, volumes.CreateOpts{VolumeType: "shared-iscsi"})
+	a := attach(t, c, vid, "inst-a", iniA, "rw")
+	b := attach(t, c, vid, "inst-b", iniB, "rw")
+	if a.ConnectionInfo["target_iqn"] != b.ConnectionInfo["target_iqn"] {
+		t.Errorf("two rw attachments on two targets: %v and %v", a.ConnectionInfo["target_iqn"], b.ConnectionInfo["target_iqn"])
+	}
+	imgA := image(a.ConnectionInfo, iniA, password(a.ConnectionInfo))
+	imgB := image(b.ConnectionInfo, iniB, password(b.ConnectionInfo))
+	if out, err := qemuIO(t, false, imgA, fmt.Sprintf("write -P 0xa1 0 %d", mib)); err != nil {
+		t.Fatalf("host A writes: %v\n%s", err, out)
+	}
+	if out, err := qemuIO(t, false, imgB, fmt.Sprintf("write -P 0xb2 %d %d", mib, mib)); err != nil {
+		t.Fatalf("host B writes: %v\n%s", err, out)
+	}
+	if out, err := qemuIO(t, true, imgA, fmt.Sprintf("read -P 0xb2 %d %d", mib, mib)); err != nil {
+		t.Errorf("host A reads B's bytes: %v\n%s", err, out)
+	}
+	if out, err := qemuIO(t, true, imgB, fmt.Sprintf("read -P 0xa1 0 %d", mib)); err != nil {
+		t.Errorf("host B reads A's bytes: %v\n%s", err, out)
+	}
+	if v, err := volumes.Get(context.Background(), c, vid).Extract(); err != nil || v.Status != "in-use" || len(v.Attachments) != 2 {
+		t.Errorf("multiattached volume = %+v, %v; want in-use with two attachments", v, err)
+	}
+	// A's detach unbinds A only: B keeps working.
+	detach(t, c, a.ID)
+	if out, err := qemuIO(t, true, imgA, "read 0 512"); err == nil {
+		t.Errorf("host A still reads after its detach:\n%s", out)
+	}
+	if out, err := qemuIO(t, true, imgB, fmt.Sprintf("read -P 0xa1 0 %d", mib)); err != nil {
+		t.Errorf("host B lost the volume when A detached: %v\n%s", err, out)
+	}
+	h.wantExports(1, 0)
+	detach(t, c, b.ID)
+	h.wantExports(0, 0)
+}
