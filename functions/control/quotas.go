@@ -18,10 +18,16 @@ type QuotaRequest = store.QuotaRequest
 const maxQuotaLimit = 0x7FFFFFFF
 
 // ChargeQuota takes r from project's quotas and records it under chargeID ("vol:<id>",
-// "snap:<id>", ...), atomically: all or nothing. Charging a chargeID again adds to it. Errors:
-// EOVERLIMIT with Cinder's message; EUNAVAILABLE when Redis is down (nothing is charged).
+// "snap:<id>", ...), atomically: all or nothing. A chargeID is charged once; charging it again
+// changes nothing. Errors: EOVERLIMIT with Cinder's message; EUNAVAILABLE when Redis fails. The
+// charge may have landed with its reply lost, so on EUNAVAILABLE it is refunded (exactly what
+// it took, if anything) before the error returns.
 func (p *Plane) ChargeQuota(ctx context.Context, project, chargeID string, r QuotaRequest) error {
-	if err := p.store.Charge(ctx, project, chargeID, r, p.cfg.QuotaDefaults); err != nil {
+	err := p.store.Charge(ctx, project, chargeID, r, p.cfg.QuotaDefaults)
+	if err != nil && basalt.ErrorCode(err) == basalt.EINTERNAL {
+		p.refund(ctx, chargeID)
+	}
+	if err != nil {
 		return unavailable(p.logger, "check quotas", err)
 	}
 	return nil

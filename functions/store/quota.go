@@ -113,6 +113,9 @@ local owner = redis.call('HGET', KEYS[3], '.project')
 if owner and owner ~= ARGV[1] then
   return redis.error_reply('charge is held by project ' .. owner)
 end
+if owner then
+  return {} -- charged already: this is a repeat whose first reply was lost
+end
 local size = tonumber(ARGV[2])
 if size > 0 then
   local lim = tonumber(redis.call('HGET', KEYS[1], 'per_volume_gigabytes') or ARGV[3])
@@ -134,9 +137,11 @@ return {}
 
 // Charge takes r from project's quotas atomically and records it under chargeID (for example
 // "vol:<id>" or "snap:<id>"): either every resource stays within its limit (the project's
-// override, else defaults as QuotaDefault reads it) and all are taken, or nothing is. Charging
-// an existing chargeID again adds to its record, so an extend charges more gigabytes to the
-// volume's charge. Any number of callers may charge concurrently: usage never exceeds a limit.
+// override, else defaults as QuotaDefault reads it) and all are taken, or nothing is. A charge
+// id is charged once: charging it again (a retry after a lost reply, a redelivered message)
+// changes nothing and succeeds, so each operation charges under an id of its own ("ext:<op>"
+// for an extend, moved into the volume's charge by TransferCharge). Any number of callers may
+// charge concurrently: usage never exceeds a limit.
 //
 // Errors: EOVERLIMIT with Cinder's message (VolumeLimitExceeded, SnapshotLimitExceeded,
 // VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, ...) naming the first resource over
@@ -151,6 +156,9 @@ func (s *Store) Charge(ctx context.Context, project, chargeID string, r QuotaReq
 		args = append(args, d.resource, d.n, QuotaDefault(defaults, d.resource))
 	}
 	res, err := chargeScript.Run(ctx, s.rdb, []string{quotaLimitsKey(project), quotaUsageKey(project), chargeKey(chargeID)}, args...).Slice()
+	if err != nil && strings.Contains(err.Error(), "charge is held by project") {
+		return basalt.Errorf(basalt.ECONFLICT, "Quota charge %s belongs to another project.", chargeID)
+	}
 	if err != nil {
 		return fmt.Errorf("charge %s to project %s: %w", chargeID, project, err)
 	}

@@ -135,8 +135,11 @@ func TestRefundIsExactAndIdempotent(t *testing.T) {
 	if err := st.Charge(ctx, "p", "vol:b", store.QuotaRequest{Volumes: 1, Gigabytes: 3, TypeName: "t", VolumeSizeGB: 3}, nil); err != nil {
 		t.Fatal(err)
 	}
-	// An extend charges more gigabytes to the same charge.
-	if err := st.Charge(ctx, "p", "vol:a", store.QuotaRequest{Gigabytes: 4, TypeName: "t", VolumeSizeGB: 6}, nil); err != nil {
+	// An extend charges its growth under its own id, which then moves into the volume's charge.
+	if err := st.Charge(ctx, "p", "ext:op1", store.QuotaRequest{Gigabytes: 4, TypeName: "t", VolumeSizeGB: 6}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.TransferCharge(ctx, "ext:op1", "vol:a"); err != nil {
 		t.Fatal(err)
 	}
 	project, amounts, err := st.Charged(ctx, "vol:a")
@@ -253,5 +256,40 @@ func TestIdempotencyKeyRecords(t *testing.T) {
 	}
 	if rec, _ := st.ClaimIdempotencyKey(ctx, "p", "k", "tok5", "fp", time.Minute); rec == nil || !rec.Done {
 		t.Errorf("saved response gone after a release: %+v", rec)
+	}
+}
+
+func TestChargeIsAppliedOnce(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	r := store.QuotaRequest{Volumes: 1, Gigabytes: 5}
+	// The same charge three times: a retry after a lost reply, then a redelivered message.
+	for i := 0; i < 3; i++ {
+		if err := st.Charge(ctx, "p1", "vol:a", r, nil); err != nil {
+			t.Fatalf("Charge #%d: %v", i, err)
+		}
+	}
+	usage, err := st.QuotaUsage(ctx, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if usage[store.QuotaVolumes] != 1 || usage[store.QuotaGigabytes] != 5 {
+		t.Errorf("usage after a repeated charge = %v, want 1 volume and 5 GiB", usage)
+	}
+	if err := st.Refund(ctx, "vol:a"); err != nil {
+		t.Fatal(err)
+	}
+	if usage, _ := st.QuotaUsage(ctx, "p1"); usage[store.QuotaVolumes] != 0 || usage[store.QuotaGigabytes] != 0 {
+		t.Errorf("usage after the refund = %v, want nothing", usage)
+	}
+	// A charge id of another project is a conflict, and takes nothing from either.
+	if err := st.Charge(ctx, "p1", "vol:b", r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Charge(ctx, "p2", "vol:b", r, nil); basalt.ErrorCode(err) != basalt.ECONFLICT {
+		t.Errorf("Charge of another project's id = %v, want ECONFLICT", err)
+	}
+	if usage, _ := st.QuotaUsage(ctx, "p2"); usage[store.QuotaVolumes] != 0 {
+		t.Errorf("p2 usage = %v, want nothing", usage)
 	}
 }
