@@ -51,6 +51,9 @@ type backend struct {
 	slots   chan struct{}
 	busy    atomic.Int64
 	running sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]bool // op ids started and not yet finished in this process
 }
 
 // New opens the drivers of every backend. redisOpts configures the agent's own connections.
@@ -172,10 +175,11 @@ func (a *Agent) accept(ctx context.Context, b *backend, msg *message.Message) er
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", cmd.OpID, err)
 	}
-	if !fresh {
-		return nil // already accepted (a redelivery); the journal entry runs it
+	if fresh {
+		a.logger.Debug("command accepted", "kind", cmd.Kind, "op_id", cmd.OpID, "backend", b.name)
 	}
-	a.logger.Debug("command accepted", "kind", cmd.Kind, "op_id", cmd.OpID, "backend", b.name)
+	// Already journaled: a redelivery of a command that runs here (start does nothing), or a
+	// journal write whose reply was lost, whose command nothing runs yet (start runs it).
 	a.start(ctx, b, cmd)
 	return nil
 }
@@ -199,10 +203,26 @@ func (a *Agent) recover(ctx context.Context, b *backend) error {
 	return nil
 }
 
+// start runs a journaled command in b's worker pool, unless this process runs it already.
 func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
+	b.mu.Lock()
+	if b.inflight == nil {
+		b.inflight = map[string]bool{}
+	}
+	if b.inflight[cmd.OpID] {
+		b.mu.Unlock()
+		return
+	}
+	b.inflight[cmd.OpID] = true
+	b.mu.Unlock()
 	b.running.Add(1)
 	go func() {
 		defer b.running.Done()
+		defer func() {
+			b.mu.Lock()
+			delete(b.inflight, cmd.OpID)
+			b.mu.Unlock()
+		}()
 		select {
 		case b.slots <- struct{}{}:
 		case <-ctx.Done():

@@ -107,3 +107,58 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestJournaledCommandWhoseReplyWasLostRuns: the journal write of a command landed but its reply
+// was lost, so the message is delivered again and finds the entry. The agent must run it, not
+// take the entry for a command it runs already.
+func TestJournaledCommandWhoseReplyWasLostRuns(t *testing.T) {
+	rs := redistest.Start(t)
+	rdb := rs.Client()
+	ctx := context.Background()
+	dir := t.TempDir()
+	logger := slog.New(slog.DiscardHandler)
+	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
+		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, rs.Options(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+
+	cmd := events.Command{OpID: "op-lost", Kind: events.KindCreateVolume, VolumeID: "vol-l", Backend: "h@b",
+		Volume: basalt.VolumeSpec{ID: "vol-l", SizeGB: 1, Pool: "pool"}}
+	raw, _ := json.Marshal(cmd)
+	op, _ := json.Marshal(basalt.Operation{ID: "op-lost", State: basalt.OpPending})
+	rdb.Set(ctx, events.OperationKey("op-lost"), op, 0)
+	rdb.HSet(ctx, agents.JournalKey("h@b"), "op-lost", raw) // the write that landed
+	if err := bus.Publish(events.BackendTopic("h@b"), "op-lost", "req-1", cmd); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, _ := rdb.XLen(ctx, events.TopicResults).Result()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command whose journal reply was lost never ran: no result")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-l")); err != nil {
+		t.Errorf("the volume was not created: %v", err)
+	}
+}
