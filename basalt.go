@@ -113,6 +113,9 @@ type Volume struct {
 	OpID string `json:"op_id,omitempty"`
 	// StatusReason says why the volume is in an error status.
 	StatusReason string `json:"status_reason,omitempty"`
+	// Copies are the operations copying this volume's bytes into a new volume (clones). While
+	// one is pending the volume is neither deleted nor reverted.
+	Copies []string `json:"copies,omitempty"`
 	// Attachments are the volume's attachments, in creation order. They live in the volume's
 	// record, so a change of an attachment and of the volume's status is one compare-and-set.
 	Attachments []*Attachment `json:"attachments,omitempty"`
@@ -372,6 +375,9 @@ type Snapshot struct {
 	UpdatedAt    *time.Time `json:"updated_at"`
 	OpID         string     `json:"op_id,omitempty"`
 	StatusReason string     `json:"status_reason,omitempty"`
+	// Copies are the operations creating volumes from this snapshot. While one is pending the
+	// snapshot is not deleted.
+	Copies []string `json:"copies,omitempty"`
 }
 
 // Backend returns the host@backend part of the snapshot's pool.

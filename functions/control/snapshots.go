@@ -234,6 +234,9 @@ func (p *Plane) DeleteSnapshot(ctx context.Context, id string, force bool) error
 		if sn.Status == basalt.SnapDeleting || (!force && sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError) {
 			return invalid("Invalid snapshot: Snapshot status must be available or error and must not be part of a group.")
 		}
+		if sn.Copies = p.pendingCopies(ctx, sn.Copies); len(sn.Copies) > 0 {
+			return refuseCopied("snapshot", id, sn.Copies)
+		}
 		sn.PreviousStatus, sn.Status = sn.Status, basalt.SnapDeleting
 		op = p.newSnapshotOp(ctx, events.KindDeleteSnapshot, sn, sn.Backend())
 		sn.OpID = op.ID

@@ -160,7 +160,12 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 	if err := p.charge(ctx, v.ProjectID, "vol:"+v.ID, quotaVolume(vt.Name, v.Size)); err != nil {
 		return nil, err
 	}
+	if err := p.holdSource(ctx, req, op.ID); err != nil {
+		p.refund(ctx, "vol:"+v.ID)
+		return nil, unavailable(p.logger, "create the volume", err)
+	}
 	if err := p.store.CreateVolume(ctx, v, op); err != nil {
+		p.releaseSource(ctx, req, op.ID)
 		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "create the volume", err)
 	}
@@ -170,6 +175,8 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
 		// Nothing was scheduled: take the record back so the caller can simply retry.
 		_ = p.store.DeleteVolume(ctx, v)
+		p.endOp(ctx, op.ID, "the command could not be sent")
+		p.releaseSource(ctx, req, op.ID)
 		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "reach the scheduler", err)
 	}
@@ -652,6 +659,14 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 		if v.Snapshots != len(snaps) {
 			return basalt.Errorf(basalt.ECONFLICT, "The volume's snapshots changed during the delete; try again.")
 		}
+		if v.Copies = p.pendingCopies(ctx, v.Copies); len(v.Copies) > 0 {
+			return refuseCopied("volume", id, v.Copies)
+		}
+		for _, sn := range snaps {
+			if sn.Copies = p.pendingCopies(ctx, sn.Copies); len(sn.Copies) > 0 {
+				return refuseCopied("snapshot", sn.ID, sn.Copies)
+			}
+		}
 		if len(snaps) > 0 && !cascade {
 			return invalid("%s", deleteRefusal)
 		}
@@ -835,6 +850,9 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 		}
 		if v.Size != s.Size {
 			return invalid("Invalid volume: Volume %s size %dG does not match snapshot %s size %dG; extend the volume from the snapshot instead.", id, v.Size, snapID, s.Size)
+		}
+		if v.Copies = p.pendingCopies(ctx, v.Copies); len(v.Copies) > 0 {
+			return refuseCopied("volume", id, v.Copies)
 		}
 		if v.Status != basalt.StatusAvailable {
 			return basalt.Errorf(basalt.ECONFLICT, "Volume %s status must be available to revert, but current status is: %s.", id, v.Status)
