@@ -7,7 +7,7 @@ BIN := bin/basalt
 build:
 	$(GO) build -o $(BIN) ./cmd/basalt
 
-## run: the local stack (API on 127.0.0.1:8776, embedded Redis unless REDIS_URL is set)
+## run: the local stack (API on 127.0.0.1:8776; its state persists under ./data unless REDIS_URL is set)
 run: build
 	./$(BIN) local
 

@@ -5,6 +5,7 @@
 package basalt
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -54,7 +55,8 @@ var AllVolumeStatuses = []VolumeStatus{
 // attachment, as in Cinder.
 func (s VolumeStatus) Transitional() bool {
 	switch s {
-	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending, StatusReverting:
+	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending, StatusReverting,
+		StatusManaging, StatusUnmanaging:
 		return true
 	}
 	return false
@@ -327,16 +329,23 @@ type Operation struct {
 	// SnapshotID is set for snapshot operations.
 	SnapshotID string `json:"snapshot_id,omitempty"`
 	// AttachmentID is set for connection operations of an attachment.
-	AttachmentID string    `json:"attachment_id,omitempty"`
-	ProjectID    string    `json:"project_id"`
-	RequestID    string    `json:"request_id"`
-	State        string    `json:"state"`
-	Owner        string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
-	Attempts     int       `json:"attempts"`
-	Deadline     time.Time `json:"deadline"`
-	Reason       string    `json:"reason,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	AttachmentID string `json:"attachment_id,omitempty"`
+	// Topic and Command are the command the operation sends, kept in its record: the
+	// transaction that starts the operation writes them with the state change (an outbox), so
+	// neither exists without the other, and a relay sends a command that was not sent at once.
+	Topic   string          `json:"topic,omitempty"`
+	Command json.RawMessage `json:"command,omitempty"`
+	// Send marks a record being written with a command still to send (it is not stored).
+	Send      bool      `json:"-"`
+	ProjectID string    `json:"project_id"`
+	RequestID string    `json:"request_id"`
+	State     string    `json:"state"`
+	Owner     string    `json:"owner"` // "scheduler" or the backend (host@backend) doing the work
+	Attempts  int       `json:"attempts"`
+	Deadline  time.Time `json:"deadline"`
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // SnapshotStatus is the status of a snapshot.

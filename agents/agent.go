@@ -2,12 +2,19 @@
 // drivers of the host's backends, consumes each backend's topic, runs driver calls in bounded
 // worker pools off the heartbeat path, heartbeats every backend service, reports capabilities
 // on a jittered timer, and publishes outcomes. It never writes volume records: its Redis keys
-// are its streams' consumer state, its heartbeats and reports, and its in-flight journal.
+// are its streams' consumer state, its heartbeats and reports, and its in-flight journal. Its
+// one write to a record of the functions is the lease of the operations it holds
+// (events.RenewLeases): a deadline, only while the operation is pending and owned by its backend.
 //
 // A command is acknowledged as soon as it is written to the backend's in-flight journal, so a
 // long driver call never holds a stream message past its claim time. When the agent starts, it
 // re-runs what the journal holds (driver calls are idempotent), so work cut short by a crash
 // ends in a final state and is never done twice.
+//
+// Every command it has accepted and not finished, queued for a worker or running, keeps its
+// operation alive: the agent renews the operation's lease every third of OperationLease. A busy
+// backend is so never taken for a dead one, and the operations of an agent that is down or
+// frozen end when their lease runs out.
 package agents
 
 import (
@@ -63,8 +70,8 @@ func New(cfg Config, bus *events.Bus, redisOpts *redis.Options, logger *slog.Log
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, bus: bus, logger: logger.With("host", cfg.Host),
-		rdb:      redis.NewClient(redisOpts),
-		presence: events.NewPresence(redis.NewClient(redisOpts), nil), exports: map[string]*export.Manager{}}
+		rdb:      events.NewRedisClient(redisOpts),
+		presence: events.NewPresence(events.NewRedisClient(redisOpts), nil), exports: map[string]*export.Manager{}}
 	for _, bc := range cfg.Backends {
 		d, err := openDriver(&a.cfg, bc, logger)
 		if err != nil {
@@ -109,7 +116,14 @@ func (a *Agent) Close() error {
 func (a *Agent) Run(ctx context.Context) error {
 	// Work outlives ctx by the grace period, so a SIGTERM does not cut a driver call short.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	var renewers sync.WaitGroup
+	defer renewers.Wait() // after cancelWork, which stops them
 	defer cancelWork()
+	for _, b := range a.backends {
+		// Leases are renewed for as long as work runs, grace period included.
+		renewers.Add(1)
+		go func() { defer renewers.Done(); a.renewLeases(workCtx, b) }()
+	}
 	go func() {
 		<-ctx.Done()
 		t := time.NewTimer(time.Duration(a.cfg.StopGrace))
@@ -223,6 +237,9 @@ func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
 			delete(b.inflight, cmd.OpID)
 			b.mu.Unlock()
 		}()
+		// The lease starts now, not at the next renewal: the command may have waited in the
+		// stream for most of its deadline. renewLeases keeps it while it is queued and runs.
+		a.renew(ctx, b, cmd.OpID)
 		select {
 		case b.slots <- struct{}{}:
 		case <-ctx.Done():
@@ -354,6 +371,8 @@ func (a *Agent) call(ctx context.Context, b *backend, cmd events.Command, res *e
 			return rv.RevertToSnapshot(ctx, cmd.VolumeID, cmd.SnapshotID)
 		}
 		return cannot("revert volumes")
+	case events.KindManageVolume, events.KindUnmanageVolume:
+		return a.manage(ctx, b, cmd)
 	}
 	return fmt.Errorf("unknown command kind %q", cmd.Kind)
 }
@@ -379,6 +398,41 @@ func (a *Agent) finish(ctx context.Context, b *backend, cmd events.Command, res 
 	}
 }
 
+// renewLeases renews the leases of b's accepted and unfinished commands every third of
+// OperationLease, all in one round trip, until ctx ends. A renewal that fails is logged: the next
+// one comes long before the lease runs out.
+func (a *Agent) renewLeases(ctx context.Context, b *backend) {
+	t := time.NewTicker(time.Duration(a.cfg.OperationLease) / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.mu.Lock()
+			ids := make([]string, 0, len(b.inflight))
+			for id := range b.inflight {
+				ids = append(ids, id)
+			}
+			b.mu.Unlock()
+			a.renew(ctx, b, ids...)
+		}
+	}
+}
+
+// renew extends the leases of operations opIDs of b to now plus OperationLease.
+func (a *Agent) renew(ctx context.Context, b *backend, opIDs ...string) {
+	if len(opIDs) == 0 {
+		return
+	}
+	lease := time.Duration(a.cfg.OperationLease)
+	rctx, cancel := context.WithTimeout(ctx, lease/3)
+	defer cancel()
+	if _, err := events.RenewLeases(rctx, a.rdb, b.name, time.Now().Add(lease), opIDs...); err != nil && ctx.Err() == nil {
+		a.logger.Warn("renew operation leases", "backend", b.name, "ops", len(opIDs), "err", err)
+	}
+}
+
 // heartbeat reports b's service as alive every ReportInterval, on its own connection and
 // goroutine: no driver call can delay it.
 func (a *Agent) heartbeat(ctx context.Context, b *backend) error {
@@ -386,12 +440,15 @@ func (a *Agent) heartbeat(ctx context.Context, b *backend) error {
 		func() int { return int(b.busy.Load()) }, a.logger)
 }
 
-// report sends b's capabilities now and then every CapabilityInterval plus jitter.
+// report sends b's capabilities and inventory now and then every CapabilityInterval plus jitter.
 func (a *Agent) report(ctx context.Context, b *backend) error {
 	interval := time.Duration(a.cfg.CapabilityInterval)
 	for {
 		if err := a.reportOnce(ctx, b); err != nil && ctx.Err() == nil {
 			a.logger.Warn("capability report", "backend", b.name, "err", err)
+		}
+		if err := a.reportInventory(ctx, b); err != nil && ctx.Err() == nil {
+			a.logger.Warn("inventory report", "backend", b.name, "err", err)
 		}
 		jitter := time.Duration(rand.Int64N(int64(interval)/10 + 1))
 		t := time.NewTimer(interval + jitter)

@@ -3,6 +3,7 @@ package agents_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/basalt-storage/basalt/agents"
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/events/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRecoveryRunsJournaledWork starts an agent whose journal holds two commands left by a
@@ -160,5 +162,96 @@ func TestJournaledCommandWhoseReplyWasLostRuns(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-l")); err != nil {
 		t.Errorf("the volume was not created: %v", err)
+	}
+}
+
+// TestLeasesKeepQueuedAndRunningCommandsAlive: with one worker and slow driver calls, one command
+// runs while another waits for the worker. The agent renews both operations' leases the whole
+// time (no deadline ever passes), and stops once it has published their outcomes.
+func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
+	rs := redistest.Start(t)
+	rdb := rs.Client()
+	ctx := context.Background()
+	logger := slog.New(slog.DiscardHandler)
+	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	const lease = 300 * time.Millisecond
+	a, err := agents.New(agents.Config{Host: "h", DataDir: t.TempDir(), ReportInterval: agents.Duration(100 * time.Millisecond),
+		OperationLease: agents.Duration(lease),
+		Backends:       []agents.BackendConfig{{Name: "b", Driver: "fake", Workers: 1, Delay: agents.Duration(3 * lease)}}},
+		bus, rs.Options(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+
+	// The request's deadline is far; once the agent holds a command, its lease is the deadline.
+	ops := []string{"op-1", "op-2"}
+	for _, id := range ops {
+		deadline := time.Now().Add(5 * time.Second)
+		op, _ := json.Marshal(basalt.Operation{ID: id, State: basalt.OpPending, Owner: "h@b", Deadline: deadline})
+		rdb.Set(ctx, events.OperationKey(id), op, 0)
+		rdb.ZAdd(ctx, events.PendingOpsKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: id})
+		cmd := events.Command{OpID: id, Kind: events.KindCreateVolume, VolumeID: "vol-" + id, Backend: "h@b",
+			Volume: basalt.VolumeSpec{ID: "vol-" + id, SizeGB: 1, Pool: "pool"}}
+		if err := bus.Publish(events.BackendTopic("h@b"), id, "req-1", cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	overdue := func() []string {
+		ids, _ := rdb.ZRangeByScore(ctx, events.PendingOpsKey, &redis.ZRangeBy{Min: "-inf",
+			Max: fmt.Sprint(time.Now().UnixMilli())}).Result()
+		return ids
+	}
+	finished := func() map[string]bool {
+		msgs, _ := rdb.XRange(ctx, events.TopicResults, "-", "+").Result()
+		out := map[string]bool{}
+		for _, m := range msgs {
+			var res events.Result
+			if json.Unmarshal([]byte(m.Values["payload"].(string)), &res) == nil {
+				out[res.OpID] = true
+			}
+		}
+		return out
+	}
+	end := time.Now().Add(15 * time.Second)
+	for {
+		fin := finished()
+		if len(fin) == len(ops) {
+			break
+		}
+		for _, id := range overdue() {
+			if !fin[id] {
+				t.Fatalf("operation %s passed its deadline while the agent held it (finished: %v)", id, fin)
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatal("the commands did not finish")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range ops {
+		var op basalt.Operation
+		raw, _ := rdb.Get(ctx, events.OperationKey(id)).Bytes()
+		if err := json.Unmarshal(raw, &op); err != nil || op.State != basalt.OpPending || op.Owner != "h@b" {
+			t.Errorf("record of %s after renewals = %+v (%v), want it pending and owned by h@b", id, op, err)
+		}
+	}
+	// Finished: no one renews them, and their leases run out.
+	time.Sleep(lease + 200*time.Millisecond)
+	if ids := overdue(); len(ids) != len(ops) {
+		t.Errorf("overdue after the agent finished = %v, want %v: a finished command is still renewed", ids, ops)
 	}
 }

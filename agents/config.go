@@ -55,6 +55,11 @@ type Config struct {
 	// StopGrace is how long a stopping agent lets driver calls finish (default 30s). Calls
 	// still running then are cancelled and re-run when the agent starts again.
 	StopGrace Duration `json:"stop_grace"`
+	// OperationLease is how long an operation the agent holds stays alive without news from it
+	// (default 60s). Every third of it the agent extends the deadline of each command it has
+	// accepted and not finished, queued or running, to now plus the lease; an agent that is down
+	// or frozen stops, and the reconciler ends its operations once their lease runs out.
+	OperationLease Duration `json:"operation_lease"`
 	// DataDir is where drivers without a directory of their own keep data.
 	DataDir  string          `json:"data_dir"`
 	Backends []BackendConfig `json:"backends"`
@@ -114,6 +119,9 @@ func (c *Config) setDefaults() {
 	if c.StopGrace == 0 {
 		c.StopGrace = Duration(30 * time.Second)
 	}
+	if c.OperationLease == 0 {
+		c.OperationLease = Duration(60 * time.Second)
+	}
 	for i := range c.Backends {
 		if c.Backends[i].Workers == 0 {
 			c.Backends[i].Workers = 4
@@ -158,6 +166,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReportInterval <= 0 || c.CapabilityInterval <= 0 {
 		return errors.New("agent config: report_interval and capability_interval must be positive")
+	}
+	if c.OperationLease < Duration(30*time.Millisecond) {
+		return fmt.Errorf("agent config: operation_lease %s is too short (at least 30ms)", time.Duration(c.OperationLease))
 	}
 	return nil
 }

@@ -122,3 +122,14 @@ type Connector interface {
 	InitializeConnection(ctx context.Context, volumeID string, req ConnectionRequest) (map[string]any, error)
 	TerminateConnection(ctx context.Context, volumeID, exportID string) error
 }
+
+// Lister is implemented by drivers that can tell which volumes their backend holds: the agent
+// reports them, so that objects no record owns can be listed as manageable and adopted
+// (Cinder's manage_existing). ListVolumes returns every volume the backend holds, in any order,
+// each as Stat reports it: id, size and pool. It lists only what Stat accepts (snapshots,
+// temporary files and objects of sizes Stat refuses are not volumes), it is safe for concurrent
+// use, and it changes nothing. A volume created or deleted while it runs may or may not be in
+// the list.
+type Lister interface {
+	ListVolumes(ctx context.Context) ([]basalt.VolumeSpec, error)
+}

@@ -17,8 +17,9 @@ import (
 
 // BusConfig configures the bus.
 type BusConfig struct {
-	// Redis are the options of every connection the bus opens. Each subscriber gets its own
-	// client, because closing a Watermill subscriber closes its client.
+	// Redis are the options of every connection the bus opens (through NewRedisClient, so
+	// every call has a deadline). Each subscriber gets its own client, because closing a
+	// Watermill subscriber closes its client.
 	Redis *redis.Options
 	// MaxIdleTime is how long a delivered, unacknowledged message stays with a consumer before
 	// another consumer of the group claims it (a crashed consumer's messages). Handlers ack
@@ -68,7 +69,7 @@ func NewBus(cfg BusConfig, logger *slog.Logger) (*Bus, error) {
 	wlog := watermill.NewSlogLoggerWithLevelMapping(logger.With("component", "watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
-		Client:        redis.NewClient(cfg.Redis),
+		Client:        NewRedisClient(cfg.Redis),
 		DefaultMaxlen: 100000, // streams are trimmed approximately; consumers keep up long before
 	}, wlog)
 	if err != nil {
@@ -106,19 +107,63 @@ func (b *Bus) Publish(topic, opID, requestID string, v any) error {
 // the messages it had not acknowledged.
 func (b *Bus) Subscriber(group, consumer string) (message.Subscriber, error) {
 	return redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:                        redis.NewClient(b.cfg.Redis),
+		Client:                        NewRedisClient(b.cfg.Redis),
 		ConsumerGroup:                 group,
 		Consumer:                      consumer,
 		MaxIdleTime:                   b.cfg.MaxIdleTime,
 		ClaimInterval:                 b.cfg.MaxIdleTime / 4,
 		BlockTime:                     b.cfg.BlockTime,
 		DisableIndefiniteInitialBlock: true,
+		Unmarshaller:                  unmarshaller{},
 	}, b.wlog)
 }
 
+// MetaEnvelopeError is set on a message whose stream entry did not decode as a Watermill
+// message: its value is the decoding error, and the message's payload is the entry's raw
+// fields as a JSON object.
+const MetaEnvelopeError = "basalt_envelope_error"
+
+// unmarshaller decodes stream entries as Watermill's default does. An entry that does not
+// decode (written by something other than a Watermill publisher: a missing UUID field, garbage
+// metadata) becomes a message carrying its raw fields and MetaEnvelopeError, which the
+// router's middleware sends to the dead-letter topic. The redisstream subscriber would
+// otherwise stop consuming the stream at that entry, and the entry would stay pending forever.
+type unmarshaller struct {
+	redisstream.DefaultMarshallerUnmarshaller
+}
+
+func (u unmarshaller) Unmarshal(values map[string]any) (*message.Message, error) {
+	msg, err := u.DefaultMarshallerUnmarshaller.Unmarshal(values)
+	if err == nil {
+		return msg, nil
+	}
+	raw, jerr := json.Marshal(values)
+	if jerr != nil {
+		raw = []byte(fmt.Sprintf("%q", fmt.Sprint(values)))
+	}
+	id, _ := values[redisstream.UUIDHeaderKey].(string)
+	if id == "" {
+		id = watermill.NewUUID()
+	}
+	msg = message.NewMessage(id, raw)
+	msg.Metadata.Set(MetaEnvelopeError, err.Error())
+	return msg, nil
+}
+
+// rejectUndecodable fails a message whose envelope did not decode without running the handler:
+// retrying cannot fix it, so the poison middleware dead-letters it at once.
+func rejectUndecodable(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		if reason := msg.Metadata.Get(MetaEnvelopeError); reason != "" {
+			return nil, fmt.Errorf("undecodable stream entry %s: %s", msg.UUID, reason)
+		}
+		return h(msg)
+	}
+}
+
 // Router returns a Watermill router with Basalt's middleware: a message whose handler fails
-// MaxRetries times (or panics) goes to TopicDeadLetter with the error in its metadata, where an
-// admin can see it, instead of blocking the stream.
+// MaxRetries times (or panics), or whose stream entry does not decode, goes to TopicDeadLetter
+// with the error in its metadata, where an admin can see it, instead of blocking the stream.
 func (b *Bus) Router() (*message.Router, error) {
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, b.wlog)
 	if err != nil {
@@ -130,6 +175,7 @@ func (b *Bus) Router() (*message.Router, error) {
 	}
 	r.AddMiddleware(
 		poison,
+		rejectUndecodable,
 		middleware.Retry{
 			MaxRetries:      b.cfg.MaxRetries,
 			InitialInterval: 50 * time.Millisecond,
@@ -169,7 +215,7 @@ func ListDeadLetters(ctx context.Context, rdb redis.UniversalClient, limit int64
 	}
 	out := make([]DeadLetter, 0, len(entries))
 	for _, e := range entries {
-		msg, err := (redisstream.DefaultMarshallerUnmarshaller{}).Unmarshal(e.Values)
+		msg, err := (unmarshaller{}).Unmarshal(e.Values)
 		if err != nil {
 			continue
 		}

@@ -1,5 +1,6 @@
 // Package events holds Basalt's message contracts, topic names, the bus (Watermill on Redis
-// Streams with consumer groups) and host presence (heartbeats and capability reports).
+// Streams with consumer groups), host presence (heartbeats and capability reports) and the
+// Redis clients of every process (NewRedisClient: every call has a deadline).
 package events
 
 import (

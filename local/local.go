@@ -1,14 +1,18 @@
 // Package local runs the whole of Basalt in one process: the API, the scheduler function, the
 // results function and one agent per host of a topology (by default the example topology of
 // DESIGN.md: hosts block1, block2 in zone az1, and network, with four backends that all report
-// volume_backend_name lvmbackend). It uses REDIS_URL when given, else an embedded
-// Redis-compatible server (miniredis) whose data is lost on exit.
+// volume_backend_name lvmbackend). It uses REDIS_URL when given. Without it, it starts a Redis
+// of its own that keeps its state under the data directory, next to the volumes, so a restarted
+// stack lists the volumes its files hold: a redis-server child process with an append-only file
+// when redis-server is on the PATH, else an embedded Redis-compatible server (miniredis) saved
+// to a snapshot file (see Store).
 package local
 
 import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +20,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/basalt-storage/basalt/agents"
 	"github.com/basalt-storage/basalt/functions/process"
 	"github.com/basalt-storage/basalt/functions/store"
@@ -39,8 +42,11 @@ func DefaultTopology() ([]agents.Config, error) {
 // Options configures the local stack.
 type Options struct {
 	Process process.Config
-	// DataDir holds the file drivers' volumes (default ./data).
+	// DataDir holds the file drivers' volumes (default ./data) and, in DataDir/redis, the state
+	// of the Redis that Run starts when Process.RedisURL is empty.
 	DataDir string
+	// Store is the Redis that Run starts when Process.RedisURL is empty (default StoreAuto).
+	Store Store
 	// Topology lists the agents; nil means DefaultTopology.
 	Topology []agents.Config
 	// Driver, when set, replaces every backend's driver ("fake" for benchmarks).
@@ -51,8 +57,9 @@ type Options struct {
 	Ready func(addr string)
 }
 
-// Run runs the stack until ctx ends.
-func Run(ctx context.Context, o Options, logger *slog.Logger) error {
+// Run runs the stack until ctx ends. When it started a Redis of its own, it stops it last, after
+// every function, and returns an error if its state could not be saved.
+func Run(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
@@ -66,23 +73,29 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) error {
 		}
 		o.Topology = t
 	}
+	// The records of an earlier run point at the volumes in these directories.
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return err
+	}
 	redisNote := "Redis: " + o.Process.RedisURL
+	dataNote := "volumes; their records are in the Redis of REDIS_URL"
+	var own server
 	if o.Process.RedisURL == "" {
-		m := miniredis.NewMiniRedis()
-		if err := m.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("start the embedded Redis: %w", err)
+		own, err = openStore(ctx, o.Store, o.DataDir, logger)
+		if err != nil {
+			return err
 		}
-		defer m.Close()
-		o.Process.RedisURL = "redis://" + m.Addr() + "/0"
-		redisNote = "Redis: embedded Redis-compatible server (miniredis) at " + m.Addr() +
-			"; nothing is kept when basalt local stops. Set REDIS_URL to use a real Redis."
+		// Deferred first, so it runs last: after the agents, the bus and every function stopped.
+		defer func() { err = errors.Join(err, own.Close()) }()
+		o.Process.RedisURL = own.URL()
+		redisNote = "Redis: " + own.Note()
+		dataNote = "volumes and Redis state, kept across restarts; to start fresh, stop basalt local and rm -rf " + o.DataDir
+		if o.Store == StoreMemory {
+			dataNote = "volumes"
+		}
 	}
 	opts, err := o.Process.RedisOptions()
 	if err != nil {
-		return err
-	}
-	// Leftover state of an earlier run (on a real Redis) would point at these directories.
-	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return err
 	}
 	bus, err := o.Process.Bus(opts, logger)
@@ -103,6 +116,9 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) error {
 		if cfg.ReportInterval == 0 {
 			cfg.ReportInterval = agents.Duration(o.Process.ReportInterval)
 		}
+		if cfg.OperationLease == 0 {
+			cfg.OperationLease = agents.Duration(o.Process.OperationLease)
+		}
 		if o.Driver != "" {
 			for i := range cfg.Backends {
 				cfg.Backends[i].Driver = o.Driver
@@ -117,6 +133,9 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if own != nil {
+		g.Go(func() error { return own.Run(gctx) })
+	}
 	for _, a := range ags {
 		g.Go(func() error { return a.Run(gctx) })
 	}
@@ -129,10 +148,10 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) error {
 					backends += len(a.Backends())
 				}
 				waitForPools(gctx, opts, backends)
-				fmt.Fprintf(o.Out, "Basalt local stack is up.\n  API:   http://%s/v3\n  %s\n  Data:  %s\n"+
+				fmt.Fprintf(o.Out, "Basalt local stack is up.\n  API:   http://%s/v3\n  %s\n  Data:  %s (%s)\n"+
 					"Try:\n  curl -s -H 'X-Auth-Token: demo:demo' -H 'Content-Type: application/json' \\\n"+
 					"    -d '{\"volume\": {\"size\": 1, \"name\": \"first\"}}' http://%s/v3/volumes\n",
-					addr, redisNote, o.DataDir, addr)
+					addr, redisNote, o.DataDir, dataNote, addr)
 				if o.Ready != nil {
 					o.Ready(addr)
 				}

@@ -130,6 +130,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"BASALT_SERVICE_DOWN_TIME=1500ms",
 		"BASALT_RECONCILE_INTERVAL=500ms",
 		"BASALT_CLAIM_TIMEOUT=2s",
+		// Agents renew every second; a dead agent's operations end a few seconds after it.
+		"BASALT_OPERATION_LEASE=3s",
 		"BASALT_LOG_LEVEL=info",
 		// Tests create many volumes per project; quota tests set their own limits.
 		"BASALT_QUOTA_VOLUMES=-1", "BASALT_QUOTA_GIGABYTES=-1", "BASALT_QUOTA_SNAPSHOTS=-1",

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/basalt-storage/basalt/agents"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/api"
 	"github.com/basalt-storage/basalt/functions/control"
 	"github.com/basalt-storage/basalt/functions/placement"
@@ -33,7 +34,8 @@ Commands:
   scheduler   run the scheduler, results and reconciler functions (any number)
               basalt scheduler explain --size N [--type T] [--zone Z]: where would it go?
   agent       run a storage host's agent: basalt agent --config host.json
-  local       run everything in one process (embedded Redis unless REDIS_URL is set)
+  local       run everything in one process, with a Redis of its own that keeps its state
+              under --data (redis-server if installed, else embedded) unless REDIS_URL is set
   openapi     print the OpenAPI document (YAML)
   version     print the version
 
@@ -68,7 +70,7 @@ func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("basalt "+cmd, flag.ContinueOnError)
 	logLevel := fs.String("log-level", envOr("BASALT_LOG_LEVEL", "info"), "debug, info, warn or error")
 	cfgPath := fs.String("config", "", "agent: configuration file (JSON)")
-	dataDir := fs.String("data", envOr("BASALT_DATA_DIR", "data"), "local: directory of the file drivers' volumes")
+	dataDir := fs.String("data", envOr("BASALT_DATA_DIR", "data"), "local: directory of the file drivers' volumes and of the Redis state")
 	driver := fs.String("driver", "", "local: replace every backend's driver (file or fake)")
 	host := fs.String("host", hostname(), "scheduler: the service host name")
 	size := fs.Int("size", 1, "scheduler explain: volume size in GiB")
@@ -122,6 +124,9 @@ func run(args []string, out io.Writer) error {
 		if acfg.ReportInterval == 0 {
 			acfg.ReportInterval = agents.Duration(cfg.ReportInterval)
 		}
+		if acfg.OperationLease == 0 {
+			acfg.OperationLease = agents.Duration(cfg.OperationLease)
+		}
 		bus, err := cfg.Bus(opts, logger)
 		if err != nil {
 			return err
@@ -139,7 +144,7 @@ func run(args []string, out io.Writer) error {
 }
 
 func runExplain(ctx context.Context, cfg process.Config, opts *redis.Options, out io.Writer, size int, vtype, zone string, logger *slog.Logger) error {
-	rdb := redis.NewClient(opts)
+	rdb := events.NewRedisClient(opts)
 	defer rdb.Close()
 	st := store.New(rdb, nil)
 	plane := cfg.NewPlane(st, nil, logger)

@@ -1,11 +1,11 @@
 // Package drivertest is the conformance suite that every Basalt storage driver passes. A driver's
 // own tests call Run with a constructor; the suite checks the contract written on drivers.Driver
-// and, where the driver implements them, drivers.Extender, Snapshotter, Cloner, Reverter and
-// Accessor, with one subtest per behaviour. A subtest that needs an interface the driver lacks is
-// skipped. Drivers that implement Accessor have their bytes checked: the data subtests write
-// patterns into 1 GiB volumes, copy them every way the driver can, and read back every written
-// byte of every copy, and samples of the unwritten ones. They need about 30 GiB of capacity in
-// the first pool (thick drivers count snapshots too).
+// and, where the driver implements them, drivers.Extender, Snapshotter, Cloner, Reverter,
+// Accessor and Lister, with one subtest per behaviour. A subtest that needs an interface the
+// driver lacks is skipped. Drivers that implement Accessor have their bytes checked: the data
+// subtests write patterns into 1 GiB volumes, copy them every way the driver can, and read back
+// every written byte of every copy, and samples of the unwritten ones. They need about 30 GiB of
+// capacity in the first pool (thick drivers count snapshots too).
 package drivertest
 
 import (
@@ -84,6 +84,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver) {
 		{"SnapshotInvalidIDs", testSnapshotInvalidIDs},
 		{"DeviceBounds", testDeviceBounds},
 		{"ConcurrentSnapshotClone", testConcurrentSnapshotClone},
+		{"ListVolumes", testListVolumes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -105,6 +105,7 @@ func New(plane *control.Plane, logger *slog.Logger) *Server {
 		set: s.plane.SetVolumeMetadata, del: s.plane.DeleteVolumeMetadata})
 	s.registerQuotas()
 	s.registerAttachments()
+	s.registerManage()
 	s.handler = s.middleware(s.idempotent(http.HandlerFunc(s.route)))
 	return s
 }
@@ -122,7 +123,7 @@ var collections = map[string]bool{
 	"os-availability-zone": true, "messages": true, "snapshots": true, "attachments": true,
 	"backups": true, "limits": true, "os-quota-sets": true, "qos-specs": true, "extensions": true,
 	"os-deadletters": true, "scheduler-explain": true, "openapi.json": true, "openapi.yaml": true,
-	"resource_filters": true,
+	"resource_filters": true, "manageable_volumes": true, "os-volume-manage": true,
 }
 
 // isCollection reports whether seg names a collection (served or not).
@@ -316,13 +317,20 @@ var faultNames = map[int]string{
 
 // Fault is Cinder's error body: {"<faultName>": {"code": N, "message": "..."}}.
 type Fault struct {
-	status  int
-	name    string
-	Code    int    `json:"code"`
-	Message string `json:"message"`
+	status int
+	name   string
+	// retryAfter is the Retry-After header, in seconds: "0" on overLimit faults (as Cinder's),
+	// unavailableRetryAfter on serviceUnavailable faults.
+	retryAfter string
+	Code       int    `json:"code"`
+	Message    string `json:"message"`
 	// RetryAfter is set on overLimit faults.
 	RetryAfter string `json:"retryAfter,omitempty"`
 }
+
+// unavailableRetryAfter is the Retry-After of a 503: a dependency (Redis, an agent) did not
+// answer in time, and a retry a moment later may find it back.
+const unavailableRetryAfter = "1"
 
 // Error implements error.
 func (f *Fault) Error() string { return f.Message }
@@ -330,11 +338,12 @@ func (f *Fault) Error() string { return f.Message }
 // GetStatus implements huma.StatusError.
 func (f *Fault) GetStatus() int { return f.status }
 
-// GetHeaders implements huma.HeadersError: an overLimit fault carries Retry-After, as Cinder's.
+// GetHeaders implements huma.HeadersError: overLimit (as Cinder's) and serviceUnavailable
+// faults carry Retry-After.
 func (f *Fault) GetHeaders() http.Header {
 	h := http.Header{}
-	if f.RetryAfter != "" {
-		h.Set("Retry-After", f.RetryAfter)
+	if f.retryAfter != "" {
+		h.Set("Retry-After", f.retryAfter)
 	}
 	return h
 }
@@ -361,8 +370,11 @@ func newFault(status int, msg string) *Fault {
 		name = "computeFault"
 	}
 	f := &Fault{status: status, name: name, Code: status, Message: msg}
-	if status == http.StatusRequestEntityTooLarge {
-		f.RetryAfter = "0"
+	switch status {
+	case http.StatusRequestEntityTooLarge:
+		f.RetryAfter, f.retryAfter = "0", "0"
+	case http.StatusServiceUnavailable:
+		f.retryAfter = unavailableRetryAfter
 	}
 	return f
 }
@@ -370,8 +382,8 @@ func newFault(status int, msg string) *Fault {
 func writeFault(w http.ResponseWriter, status int, msg string) {
 	f := newFault(status, msg)
 	w.Header().Set("Content-Type", "application/json")
-	if f.RetryAfter != "" {
-		w.Header().Set("Retry-After", f.RetryAfter)
+	for k, v := range f.GetHeaders() {
+		w.Header()[k] = v
 	}
 	w.WriteHeader(f.status)
 	_ = json.NewEncoder(w).Encode(f)

@@ -15,8 +15,7 @@ var unimplemented = map[string]string{
 	"backups": "backups", "clusters": "clusters", "workers": "workers",
 	"groups": "groups", "group_snapshots": "group snapshots", "group_types": "group types",
 	"qos-specs": "QoS specs", "os-volume-transfer": "volume transfers", "volume-transfers": "volume transfers",
-	"manageable_volumes": "manageable volumes", "manageable_snapshots": "manageable snapshots",
-	"os-volume-manage": "volume management", "os-snapshot-manage": "snapshot management",
+	"manageable_snapshots": "manageable snapshots", "os-snapshot-manage": "snapshot management",
 	"default-types": "default types",
 }
 

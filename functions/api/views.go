@@ -175,7 +175,7 @@ type VolumeView struct {
 
 func volumeView(ctx context.Context, v *basalt.Volume, full bool) VolumeView {
 	vv := VolumeView{
-		ID: v.ID, Status: string(v.Status), Size: v.Size, AvailabilityZone: v.AvailabilityZone,
+		ID: v.ID, Status: string(v.Status.ShownStatus()), Size: v.Size, AvailabilityZone: v.AvailabilityZone,
 		CreatedAt: ts(v.CreatedAt), UpdatedAt: tsPtr(v.UpdatedAt), Name: v.Name, Description: v.Description,
 		VolumeType: v.VolumeTypeName, SnapshotID: v.SnapshotID, SourceVolID: v.SourceVolID,
 		Metadata: v.Metadata, Links: selfLinks(ctx, "volumes", v.ID), UserID: v.UserID,

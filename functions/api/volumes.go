@@ -414,7 +414,8 @@ func (s *Server) registerVolumes() {
 	huma.Register(s.api, huma.Operation{OperationID: "volume-action", Method: http.MethodPost,
 		Path: "/v3/volumes/{volume_id}/action", Summary: "Run an action on a volume",
 		Description: "The body has exactly one key, the action's name. Supported: os-extend, revert (3.40), " +
-			"os-set_bootable (200), os-update_readonly_flag, os-reset_status (admin), os-force_delete (admin).",
+			"os-set_bootable (200), os-update_readonly_flag, os-reset_status (admin), os-force_delete (admin), " +
+			"os-unmanage (admin: the record goes, the backend object stays).",
 		Tags: volumeTag, DefaultStatus: http.StatusAccepted},
 		func(ctx context.Context, in *VolumeActionInput) (*ActionOutput, error) {
 			status, err := s.volumeAction(ctx, in)
@@ -563,6 +564,8 @@ func (s *Server) volumeActionStatus(ctx context.Context, id, name string, arg an
 			return 0, basalt.Errorf(basalt.EFORBIDDEN, "Policy doesn't allow volume_extension:volume_admin_actions:force_delete to be performed.")
 		}
 		return http.StatusAccepted, s.plane.DeleteVolume(ctx, id, true, false)
+	case "os-unmanage":
+		return http.StatusAccepted, s.plane.UnmanageVolume(ctx, id)
 	}
 	return 0, basalt.Errorf(basalt.EINVALID, "There is no such action: %s", name)
 }

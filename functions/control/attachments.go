@@ -173,7 +173,6 @@ func (p *Plane) UpdateAttachment(ctx context.Context, id string, connector map[s
 		return nil, err
 	}
 	var op *basalt.Operation
-	var cmd events.Command
 	v, err = p.store.ChangeVolume(ctx, v.ID, func(v *basalt.Volume, ch *store.VolumeChange) error {
 		a := v.Attachment(id)
 		if a == nil {
@@ -202,18 +201,17 @@ func (p *Plane) UpdateAttachment(ctx context.Context, id string, connector map[s
 		op = p.newCallOp(ctx, events.KindInitializeConnection, v)
 		op.AttachmentID = id
 		a.OpID = op.ID
+		enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
+			Kind: events.KindInitializeConnection, VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
+			ExportID: a.ExportID, AttachmentID: id, Connector: connector, Mode: mode,
+			Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}})
 		ch.PutOp(op)
-		cmd = events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindInitializeConnection,
-			VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), ExportID: a.ExportID,
-			AttachmentID: id, Connector: connector, Mode: mode, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
 		return nil
 	})
 	if err != nil {
 		return nil, unavailable(p.logger, "update the attachment", err)
 	}
-	res, err := p.call(ctx, events.BackendTopic(v.Backend()), op, cmd, func() error {
-		return p.clearAttachmentOp(ctx, v.ID, id, op.ID, "")
-	})
+	res, err := p.call(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -243,9 +241,9 @@ func (p *Plane) UpdateAttachment(ctx context.Context, id string, connector map[s
 	}
 }
 
-// clearAttachmentOp ends operation opID's hold on an attachment: with a reason the attachment
-// goes to error_attaching (an update that got no answer), without one back to what it was (an
-// update whose command was never sent). ErrOpFinished: the operation no longer holds it.
+// clearAttachmentOp ends operation opID's hold on an attachment, which goes to
+// error_attaching for reason (an update that got no answer). ErrOpFinished: the operation no
+// longer holds it.
 func (p *Plane) clearAttachmentOp(ctx context.Context, volumeID, id, opID, reason string) error {
 	_, err := p.store.ChangeVolume(ctx, volumeID, func(v *basalt.Volume, _ *store.VolumeChange) error {
 		a := v.Attachment(id)
@@ -269,14 +267,12 @@ func (p *Plane) newCallOp(ctx context.Context, kind string, v *basalt.Volume) *b
 	return op
 }
 
-// call sends a command whose operation the caller has recorded, and waits until the
+// call sends the command of an operation the caller has recorded (enqueue), and waits until the
 // operation's deadline for the reply that the results function pushes when it applies the
 // outcome. It returns the outcome, or nil when none came in time. It is Basalt's request/reply
 // over the bus: the reply key expires with the deadline, and no goroutine outlives it.
-func (p *Plane) call(ctx context.Context, topic string, op *basalt.Operation, cmd events.Command, undo func() error) (*events.Result, error) {
-	if err := p.publishOrUndo(ctx, topic, op, cmd, undo); err != nil {
-		return nil, err
-	}
+func (p *Plane) call(ctx context.Context, op *basalt.Operation) (*events.Result, error) {
+	p.send(ctx, op)
 	raw, err := p.store.WaitReply(ctx, op.ID, op.Deadline.Sub(p.store.Now()))
 	if err != nil {
 		p.logger.Warn("wait for a reply", "op_id", op.ID, "err", err)
@@ -346,39 +342,27 @@ func (p *Plane) DeleteAttachment(ctx context.Context, id string) ([]*basalt.Atta
 		p.endOp(ctx, removed.OpID, "the attachment was deleted")
 	}
 	if removed.Status != basalt.AttachReserved || removed.OpID != "" {
-		p.teardown(ctx, v, removed.ExportID, false, func() error {
-			_, err := p.store.ChangeVolume(ctx, v.ID, func(v *basalt.Volume, _ *store.VolumeChange) error {
-				if v.Attachment(id) == nil {
-					v.Attachments = append(v.Attachments, removed)
-					v.RecomputeAttachStatus()
-				}
-				return nil
-			})
-			return err
-		})
+		p.teardown(ctx, v, removed.ExportID, false)
 	}
 	p.logger.Info("attachment deleted", "volume_id", v.ID, "attachment_id", id, "request_id", CallerFrom(ctx).RequestID)
 	return v.Attachments, nil
 }
 
 // teardown asks the volume's agent to remove export exportID (or, all, every export of the
-// volume) and waits up to CallTimeout for it to be done. A teardown the bus refuses is undone
-// (undo, when non-nil) and reported; one that is not answered in time stays queued.
-func (p *Plane) teardown(ctx context.Context, v *basalt.Volume, exportID string, all bool, undo func() error) error {
+// volume) and waits up to CallTimeout for it to be done. A teardown not answered in time stays
+// queued for the agent.
+func (p *Plane) teardown(ctx context.Context, v *basalt.Volume, exportID string, all bool) error {
 	if v.Host == "" {
 		return nil
 	}
 	op := p.newCallOp(ctx, events.KindTerminateConnection, v)
+	enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: CallerFrom(ctx).RequestID,
+		Kind: events.KindTerminateConnection, VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
+		ExportID: exportID, AllExports: all, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}})
 	if err := p.store.PutOp(ctx, op); err != nil {
 		return unavailable(p.logger, "detach the volume", err)
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: CallerFrom(ctx).RequestID, Kind: events.KindTerminateConnection,
-		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), ExportID: exportID, AllExports: all,
-		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
-	if undo == nil {
-		undo = func() error { return nil }
-	}
-	res, err := p.call(ctx, events.BackendTopic(v.Backend()), op, cmd, undo)
+	res, err := p.call(ctx, op)
 	if err != nil {
 		return err
 	}
@@ -580,13 +564,14 @@ func (p *Plane) InitializeConnection(ctx context.Context, id string, connector m
 		mode = basalt.ModeRO
 	}
 	op := p.newCallOp(ctx, events.KindInitializeConnection, v)
+	enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: CallerFrom(ctx).RequestID,
+		Kind: events.KindInitializeConnection, VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
+		ExportID: legacyExportID(v.ID, connectorHost(connector)), Connector: connector, Mode: mode,
+		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}})
 	if err := p.store.PutOp(ctx, op); err != nil {
 		return nil, unavailable(p.logger, "initialize the connection", err)
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: CallerFrom(ctx).RequestID, Kind: events.KindInitializeConnection,
-		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), ExportID: legacyExportID(v.ID, connectorHost(connector)),
-		Connector: connector, Mode: mode, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
-	res, err := p.call(ctx, events.BackendTopic(v.Backend()), op, cmd, func() error { return nil })
+	res, err := p.call(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -610,7 +595,7 @@ func (p *Plane) TerminateConnection(ctx context.Context, id string, connector ma
 		return err
 	}
 	if connector != nil {
-		if err := p.teardown(ctx, v, legacyExportID(v.ID, connectorHost(connector)), false, nil); err != nil {
+		if err := p.teardown(ctx, v, legacyExportID(v.ID, connectorHost(connector)), false); err != nil {
 			return err
 		}
 	}
@@ -708,7 +693,7 @@ func (p *Plane) Detach(ctx context.Context, id, attachmentID string) error {
 		return unavailable(p.logger, "detach the volume", err)
 	}
 	p.endOp(ctx, opID, "detached")
-	return p.teardown(ctx, v, removed.ExportID, false, nil)
+	return p.teardown(ctx, v, removed.ExportID, false)
 }
 
 // ForceDetach is os-force_detach (admin): attachment attachmentID is removed with its export;
@@ -754,10 +739,10 @@ func (p *Plane) ForceDetach(ctx context.Context, id, attachmentID string, connec
 	}
 	switch {
 	case attachmentID != "":
-		return p.teardown(ctx, v, removed[0].ExportID, false, nil)
+		return p.teardown(ctx, v, removed[0].ExportID, false)
 	case connector != nil:
-		return p.teardown(ctx, v, legacyExportID(id, connectorHost(connector)), false, nil)
+		return p.teardown(ctx, v, legacyExportID(id, connectorHost(connector)), false)
 	default:
-		return p.teardown(ctx, v, "", true, nil)
+		return p.teardown(ctx, v, "", true)
 	}
 }

@@ -9,11 +9,13 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/store"
 )
 
@@ -136,20 +138,25 @@ func unavailable(logger *slog.Logger, what string, err error) error {
 	return basalt.Errorf(basalt.EUNAVAILABLE, "The service is temporarily unable to %s; try again.", what)
 }
 
-// publishOrUndo sends a command whose operation the caller has just recorded. When the bus
-// cannot take it, undo puts the resources back as they were, the operation ends, and the caller
-// gets EUNAVAILABLE: a retry is safe, and nothing waits for the reconciler's deadline.
-func (p *Plane) publishOrUndo(ctx context.Context, topic string, op *basalt.Operation, cmd any, undo func() error) error {
-	err := p.pub.Publish(topic, op.ID, CallerFrom(ctx).RequestID, cmd)
-	if err == nil {
-		return nil
+// enqueue puts cmd in op's record, to topic: the transaction that writes op writes the command
+// with it (the outbox), so the state change and its command land together or not at all.
+func enqueue(op *basalt.Operation, topic string, cmd events.Command) {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		panic(err) // a plain struct of ours
 	}
-	p.logger.Error("publish command", "topic", topic, "op_id", op.ID, "err", err)
-	if uerr := undo(); uerr != nil {
-		// The operation stays pending: the reconciler ends it at its deadline.
-		p.logger.Error("undo an unsent command", "op_id", op.ID, "err", uerr)
-	} else {
-		p.endOp(ctx, op.ID, "the command could not be sent")
+	op.Topic, op.Command, op.Send = topic, b, true
+}
+
+// send publishes the command of op, recorded by enqueue in a transaction that has committed,
+// and marks it sent. When the bus refuses it, the command stays in the outbox and the relay
+// (results.Function.RunRelay) sends it a few seconds later: the caller need not undo anything.
+func (p *Plane) send(ctx context.Context, op *basalt.Operation) {
+	if err := p.pub.Publish(op.Topic, op.ID, CallerFrom(ctx).RequestID, op.Command); err != nil {
+		p.logger.Warn("publish command; the relay will send it", "topic", op.Topic, "op_id", op.ID, "err", err)
+		return
 	}
-	return basalt.Errorf(basalt.EUNAVAILABLE, "The service is temporarily unable to send the request to its backend; nothing was changed, try again.")
+	if err := p.store.MarkSent(ctx, op.ID); err != nil {
+		p.logger.Warn("mark a command sent; the relay may send it again", "op_id", op.ID, "err", err)
+	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
-	"github.com/basalt-storage/basalt/functions/store"
 	"github.com/google/uuid"
 )
 
@@ -68,24 +67,16 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 			return invalid("Invalid volume: Volume %s status must be available or in-use, but current status is: %s.", v.ID, v.Status)
 		}
 		sn.Host, sn.Size = v.Host, v.Size
+		enqueue(op, events.TopicScheduler, events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateSnapshot,
+			VolumeID: vol.ID, ProjectID: vol.ProjectID, SnapshotID: sn.ID, SourcePool: sn.Host,
+			Volume: basalt.VolumeSpec{ID: vol.ID, SizeGB: sn.Size}})
 		return nil
 	})
 	if err != nil {
 		p.refund(ctx, "snap:"+sn.ID)
 		return nil, unavailable(p.logger, "create the snapshot", err)
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateSnapshot,
-		VolumeID: vol.ID, ProjectID: vol.ProjectID, SnapshotID: sn.ID, SourcePool: sn.Host,
-		Volume: basalt.VolumeSpec{ID: vol.ID, SizeGB: sn.Size}}
-	err = p.publishOrUndo(ctx, events.TopicScheduler, op, cmd, func() error {
-		if err := p.store.RemoveSnapshot(ctx, sn); err != nil {
-			return err
-		}
-		return p.RefundQuota(ctx, "snap:"+sn.ID)
-	})
-	if err != nil {
-		return nil, err
-	}
+	p.send(ctx, op)
 	p.logger.Info("snapshot create accepted", "snapshot_id", sn.ID, "volume_id", vol.ID, "op_id", op.ID, "request_id", c.RequestID)
 	return sn, nil
 }
@@ -230,7 +221,7 @@ func (p *Plane) DeleteSnapshot(ctx context.Context, id string, force bool) error
 		return err
 	}
 	var op *basalt.Operation
-	sn, err := p.store.UpdateSnapshot(ctx, id, func(sn *basalt.Snapshot) error {
+	_, err := p.store.UpdateSnapshot(ctx, id, func(sn *basalt.Snapshot) error {
 		if sn.Status == basalt.SnapDeleting || (!force && sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError) {
 			return invalid("Invalid snapshot: Snapshot status must be available or error and must not be part of a group.")
 		}
@@ -239,24 +230,17 @@ func (p *Plane) DeleteSnapshot(ctx context.Context, id string, force bool) error
 		}
 		sn.PreviousStatus, sn.Status = sn.Status, basalt.SnapDeleting
 		op = p.newSnapshotOp(ctx, events.KindDeleteSnapshot, sn, sn.Backend())
+		enqueue(op, events.BackendTopic(sn.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
+			Kind: events.KindDeleteSnapshot, VolumeID: sn.VolumeID, ProjectID: sn.ProjectID, SnapshotID: sn.ID,
+			Backend: sn.Backend()})
 		sn.OpID = op.ID
 		return nil
 	}, func(*basalt.Snapshot) *basalt.Operation { return op })
 	if err != nil {
 		return unavailable(p.logger, "delete the snapshot", err)
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteSnapshot,
-		VolumeID: sn.VolumeID, ProjectID: sn.ProjectID, SnapshotID: sn.ID, Backend: sn.Backend()}
-	return p.publishOrUndo(ctx, events.BackendTopic(sn.Backend()), op, cmd, func() error {
-		_, err := p.store.UpdateSnapshot(ctx, id, func(sn *basalt.Snapshot) error {
-			if sn.OpID != op.ID {
-				return store.ErrOpFinished
-			}
-			sn.Status, sn.PreviousStatus, sn.OpID = sn.PreviousStatus, "", ""
-			return nil
-		}, nil)
-		return err
-	})
+	p.send(ctx, op)
+	return nil
 }
 
 func (p *Plane) newSnapshotOp(ctx context.Context, kind string, sn *basalt.Snapshot, owner string) *basalt.Operation {

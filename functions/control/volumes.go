@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"github.com/basalt-storage/basalt/functions/results"
 	"github.com/basalt-storage/basalt/functions/store"
@@ -164,22 +163,15 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "create the volume", err)
 	}
+	enqueue(op, events.TopicScheduler, events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateVolume,
+		VolumeID: v.ID, ProjectID: v.ProjectID, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size},
+		SnapshotID: req.SnapshotID, SourceVolumeID: req.SourceVolID, SourcePool: src.pool})
 	if err := p.store.CreateVolume(ctx, v, op); err != nil {
 		p.releaseSource(ctx, req, op.ID)
 		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "create the volume", err)
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindCreateVolume,
-		VolumeID: v.ID, ProjectID: v.ProjectID, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size},
-		SnapshotID: req.SnapshotID, SourceVolumeID: req.SourceVolID, SourcePool: src.pool}
-	if err := p.pub.Publish(events.TopicScheduler, op.ID, c.RequestID, cmd); err != nil {
-		// Nothing was scheduled: take the record back so the caller can simply retry.
-		_ = p.store.DeleteVolume(ctx, v)
-		p.endOp(ctx, op.ID, "the command could not be sent")
-		p.releaseSource(ctx, req, op.ID)
-		p.refund(ctx, "vol:"+v.ID)
-		return nil, unavailable(p.logger, "reach the scheduler", err)
-	}
+	p.send(ctx, op)
 	p.logger.Info("volume create accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "size", v.Size)
 	return v, nil
 }
@@ -682,6 +674,9 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 		}
 		v.PreviousStatus, v.Status = v.Status, basalt.StatusDeleting
 		op = p.newOp(ctx, events.KindDeleteVolume, v, v.Backend())
+		enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
+			Kind: events.KindDeleteVolume, VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
+			Snapshots: snapIDs, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}})
 		replaced, v.OpID = v.OpID, op.ID
 		for _, sn := range snaps {
 			sn.OpID = op.ID
@@ -694,27 +689,7 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	if replaced != "" {
 		p.endAndSettle(ctx, replaced, v.ID, "replaced by a forced delete")
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindDeleteVolume,
-		VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(), Snapshots: snapIDs,
-		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}
-	err = p.publishOrUndo(ctx, events.BackendTopic(v.Backend()), op, cmd, func() error {
-		_, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, snapIDs, func(v *basalt.Volume, snaps []*basalt.Snapshot) error {
-			if v.OpID != op.ID {
-				return store.ErrOpFinished
-			}
-			v.Status, v.PreviousStatus, v.OpID = v.PreviousStatus, "", ""
-			for _, sn := range snaps {
-				if sn.OpID == op.ID {
-					sn.Status, sn.PreviousStatus, sn.OpID = sn.PreviousStatus, "", ""
-				}
-			}
-			return nil
-		}, nil)
-		return err
-	})
-	if err != nil {
-		return err
-	}
+	p.send(ctx, op)
 	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "snapshots", len(snapIDs))
 	return nil
 }
@@ -745,11 +720,14 @@ func (p *Plane) deleteUnplaced(ctx context.Context, id string, force bool) error
 }
 
 // endAndSettle ends operation opID on volume volumeID (an admin took over) and settles what an
-// extend had claimed.
+// extend had claimed, or what an adoption had charged.
 func (p *Plane) endAndSettle(ctx context.Context, opID, volumeID, reason string) {
 	p.endOp(ctx, opID, reason)
 	if err := results.SettleExtend(ctx, p.store, opID, volumeID); err != nil {
 		p.logger.Error("settle an ended operation", "op_id", opID, "err", err)
+	}
+	if err := results.SettleManage(ctx, p.store, opID, volumeID); err != nil {
+		p.logger.Error("settle an ended adoption", "op_id", opID, "err", err)
 	}
 }
 
@@ -770,9 +748,14 @@ func (p *Plane) ExtendVolume(ctx context.Context, id string, newSize int, online
 		return invalid("Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.Size, newSize)
 	}
 	delta := newSize - v.Size
-	var op *basalt.Operation
-	chargeID := ""
-	v, err = p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
+	// The growth is charged first, under the operation's own charge id; the state change and
+	// the command then land together.
+	op := p.newOp(ctx, events.KindExtendVolume, v, "scheduler")
+	chargeID := "ext:" + op.ID
+	if err := p.charge(ctx, v.ProjectID, chargeID, quotaGrow(v.VolumeTypeName, delta, newSize)); err != nil {
+		return err
+	}
+	_, err = p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
 		ok := v.Status == basalt.StatusAvailable || (online && v.Status == basalt.StatusInUse)
 		if !ok {
 			want := "available"
@@ -784,40 +767,18 @@ func (p *Plane) ExtendVolume(ctx context.Context, id string, newSize int, online
 		if newSize != v.Size+delta {
 			return basalt.Errorf(basalt.ECONFLICT, "The volume's size changed during the request; try again.")
 		}
-		op = p.newOp(ctx, events.KindExtendVolume, v, "scheduler")
-		chargeID = "ext:" + op.ID
+		enqueue(op, events.TopicScheduler, events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindExtendVolume,
+			VolumeID: v.ID, ProjectID: v.ProjectID, SourcePool: v.Host, OldSizeGB: v.Size,
+			Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: newSize}})
 		v.PreviousStatus, v.Status, v.OpID = v.Status, basalt.StatusExtending, op.ID
 		return nil
 	}, func(*basalt.Volume) *basalt.Operation { return op })
 	if err != nil {
+		p.refund(ctx, chargeID)
 		return unavailable(p.logger, "extend the volume", err)
 	}
-	if err := p.charge(ctx, v.ProjectID, chargeID, quotaGrow(v.VolumeTypeName, delta, newSize)); err != nil {
-		p.undoExtend(ctx, v.ID, op.ID, "refused by quota")
-		return err
-	}
-	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindExtendVolume,
-		VolumeID: v.ID, ProjectID: v.ProjectID, SourcePool: v.Host, OldSizeGB: newSize - delta,
-		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: newSize}}
-	return p.publishOrUndo(ctx, events.TopicScheduler, op, cmd, func() error {
-		p.undoExtend(ctx, v.ID, op.ID, "the command could not be sent")
-		return p.RefundQuota(ctx, "ext:"+op.ID)
-	})
-}
-
-// undoExtend puts a volume whose extend was refused before it started back in its status.
-func (p *Plane) undoExtend(ctx context.Context, id, opID, reason string) {
-	_, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
-		if v.OpID != opID {
-			return store.ErrOpFinished
-		}
-		v.Status, v.PreviousStatus, v.OpID = v.PreviousStatus, "", ""
-		return nil
-	})
-	if err != nil && !errors.Is(err, store.ErrOpFinished) {
-		p.logger.Error("undo extend", "volume_id", id, "err", err)
-	}
-	p.endOp(ctx, opID, reason)
+	p.send(ctx, op)
+	return nil
 }
 
 // RevertVolume restores volume id's bytes from snapshot snapID, which must be the volume's
@@ -843,7 +804,7 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 		return invalid("Invalid snapshot: Cannot revert volume %s to snapshot %s: it is not the volume's latest snapshot.", id, snapID)
 	}
 	var op *basalt.Operation
-	v, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
+	_, _, err = p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
 		s := ss[0]
 		if v.Snapshots != len(snaps) {
 			return basalt.Errorf(basalt.ECONFLICT, "Volume %s got a new snapshot during the request; try again.", id)
@@ -862,6 +823,9 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 		}
 		op = p.newOp(ctx, events.KindRevert, v, v.Backend())
 		op.SnapshotID = snapID
+		enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
+			Kind: events.KindRevert, VolumeID: id, ProjectID: v.ProjectID, SnapshotID: snapID, Backend: v.Backend(),
+			Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size}})
 		v.Status, v.OpID = basalt.StatusReverting, op.ID
 		s.Status, s.OpID = basalt.SnapRestoring, op.ID
 		return nil
@@ -869,21 +833,8 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 	if err != nil {
 		return unavailable(p.logger, "revert the volume", err)
 	}
-	cmd := events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindRevert, VolumeID: id,
-		ProjectID: v.ProjectID, SnapshotID: snapID, Backend: v.Backend(), Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size}}
-	return p.publishOrUndo(ctx, events.BackendTopic(v.Backend()), op, cmd, func() error {
-		_, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
-			if v.OpID != op.ID {
-				return store.ErrOpFinished
-			}
-			v.Status, v.OpID = basalt.StatusAvailable, "" // both were available to start
-			if ss[0].OpID == op.ID {
-				ss[0].Status, ss[0].OpID = basalt.SnapAvailable, ""
-			}
-			return nil
-		}, nil)
-		return err
-	})
+	p.send(ctx, op)
+	return nil
 }
 
 // SetBootable sets the volume's bootable flag. A volume in maintenance is EINVALID.
@@ -1010,7 +961,7 @@ func (p *Plane) ResetVolumeStatus(ctx context.Context, id string, status, attach
 		p.endOp(ctx, a.OpID, "status reset by an administrator")
 	}
 	if len(detached) > 0 {
-		return p.teardown(ctx, v, "", true, nil)
+		return p.teardown(ctx, v, "", true)
 	}
 	return nil
 }

@@ -30,18 +30,29 @@ import (
 // Config is the configuration shared by Basalt's processes. FromEnv reads it from the
 // environment; docs/configuration.md lists every variable.
 type Config struct {
-	RedisURL        string
-	Listen          string
+	RedisURL string
+	// RedisTimeout is the deadline of every Redis call, retries included (blocking commands
+	// get their block time on top); it is also the client's dial, read, write and pool
+	// timeout wherever REDIS_URL sets none. Default 500ms.
+	RedisTimeout time.Duration
+	Listen       string
+	// ReadTimeout bounds how long a client may take to send a whole request, headers and
+	// body (http.Server.ReadTimeout). Default 30s.
+	ReadTimeout     time.Duration
 	ServiceDownTime time.Duration
 	ReportInterval  time.Duration
 	OpTimeout       time.Duration
+	// OperationLease is the lease of agents whose file sets none (agents.Config.OperationLease).
+	OperationLease time.Duration
 	// CallTimeout bounds a request's wait for an agent's answer (attachment connections).
 	CallTimeout       time.Duration
 	ReconcileInterval time.Duration
-	MaxAttempts       int
-	MaxVolumeSizeGB   int
-	DefaultZone       string
-	Scheduler         scheduler.Config
+	// RelayDelay is how long a command may wait in the outbox before the relay sends it.
+	RelayDelay      time.Duration
+	MaxAttempts     int
+	MaxVolumeSizeGB int
+	DefaultZone     string
+	Scheduler       scheduler.Config
 	// ClaimTimeout is how long an unacknowledged message waits before another consumer claims it.
 	ClaimTimeout time.Duration
 	// Consumers is the number of parallel consumers of the scheduler and results topics in one
@@ -78,11 +89,15 @@ func FromEnv() (Config, error) {
 			*dst = n
 		}
 	}
+	dur("BASALT_REDIS_TIMEOUT", &c.RedisTimeout)
+	dur("BASALT_READ_TIMEOUT", &c.ReadTimeout)
 	dur("BASALT_SERVICE_DOWN_TIME", &c.ServiceDownTime)
 	dur("BASALT_REPORT_INTERVAL", &c.ReportInterval)
 	dur("BASALT_OPERATION_TIMEOUT", &c.OpTimeout)
+	dur("BASALT_OPERATION_LEASE", &c.OperationLease)
 	dur("BASALT_CALL_TIMEOUT", &c.CallTimeout)
 	dur("BASALT_RECONCILE_INTERVAL", &c.ReconcileInterval)
+	dur("BASALT_RELAY_DELAY", &c.RelayDelay)
 	dur("BASALT_CLAIM_TIMEOUT", &c.ClaimTimeout)
 	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
 	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
@@ -140,6 +155,12 @@ func splitList(s string) []string {
 }
 
 func (c *Config) setDefaults() {
+	if c.RedisTimeout == 0 {
+		c.RedisTimeout = 500 * time.Millisecond
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
 	if c.ServiceDownTime == 0 {
 		c.ServiceDownTime = 60 * time.Second
 	}
@@ -158,7 +179,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// RedisOptions parses c.RedisURL.
+// RedisOptions parses c.RedisURL. The dial, read, write and pool timeouts that the URL does not
+// set are c.RedisTimeout (events.NewRedisClient makes the read timeout every call's deadline).
 func (c Config) RedisOptions() (*redis.Options, error) {
 	if c.RedisURL == "" {
 		return nil, errors.New("REDIS_URL is required (for example redis://127.0.0.1:6379/0)")
@@ -166,6 +188,11 @@ func (c Config) RedisOptions() (*redis.Options, error) {
 	o, err := redis.ParseURL(c.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	for _, d := range []*time.Duration{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout} {
+		if *d == 0 {
+			*d = c.RedisTimeout
+		}
 	}
 	return o, nil
 }
@@ -185,18 +212,23 @@ func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) 
 // RunAPI serves the API on c.Listen until ctx ends. ready, if non-nil, receives the bound
 // address once the server listens.
 func RunAPI(ctx context.Context, c Config, opts *redis.Options, logger *slog.Logger, ready func(addr string)) error {
+	c.setDefaults() // for a Config not read by FromEnv
 	bus, err := c.Bus(opts, logger)
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	rdb := redis.NewClient(opts)
+	rdb := events.NewRedisClient(opts)
 	defer rdb.Close()
 	plane := c.NewPlane(store.New(rdb, nil), bus, logger)
 	if _, err := plane.EnsureDefaultType(ctx); err != nil {
 		return fmt.Errorf("create the default volume type: %w", err)
 	}
-	srv := &http.Server{Handler: api.New(plane, logger), ReadHeaderTimeout: 10 * time.Second}
+	// A client gets ReadTimeout to send its request: one that stalls in its headers or body is
+	// disconnected. Once the body is read, a handler may run longer (a synchronous call waits
+	// up to CallTimeout): net/http clears the read deadline then.
+	srv := &http.Server{Handler: api.New(plane, logger), ReadHeaderTimeout: min(10*time.Second, c.ReadTimeout),
+		ReadTimeout: c.ReadTimeout, IdleTimeout: 2 * time.Minute}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err
@@ -229,7 +261,7 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 		return err
 	}
 	defer bus.Close()
-	rdb := redis.NewClient(opts)
+	rdb := events.NewRedisClient(opts)
 	defer rdb.Close()
 	st := store.New(rdb, nil)
 	place, err := placement.New(placement.Config{Scheduler: c.Scheduler, MaxAttempts: c.MaxAttempts,
@@ -237,7 +269,8 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 	if err != nil {
 		return err
 	}
-	res := results.New(results.Config{MaxAttempts: c.MaxAttempts, ReconcileInterval: c.ReconcileInterval}, st, bus, logger)
+	res := results.New(results.Config{MaxAttempts: c.MaxAttempts, ReconcileInterval: c.ReconcileInterval, OpTimeout: c.OpTimeout,
+		RelayDelay: c.RelayDelay}, st, bus, logger)
 	router, err := bus.Router()
 	if err != nil {
 		return err
@@ -255,9 +288,10 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 		}
 		router.AddConsumerHandler("results."+name, events.TopicResults, rsub, res.Handle)
 	}
-	presence := events.NewPresence(redis.NewClient(opts), nil)
+	presence := events.NewPresence(events.NewRedisClient(opts), nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return res.RunReconciler(gctx) })
+	g.Go(func() error { return res.RunRelay(gctx) })
 	g.Go(func() error {
 		return presence.Run(gctx, basalt.BinaryScheduler, host, basalt.DefaultZone, c.ReportInterval, nil, logger)
 	})

@@ -1,7 +1,9 @@
 // Package results is the results function: it applies agents' outcomes to resource state,
-// reschedules failed creates, and reconciles operations past their deadline, so that no volume
+// reschedules failed creates, and reconciles operations whose lease ran out, so that no volume
 // stays in a transitional status forever. Every change is keyed by operation id: a redelivered
-// result, or one that arrives after the reconciler ended its operation, changes nothing.
+// result changes nothing. A success that arrives after its operation ended is reconciled, never
+// ignored (late.go): a volume made for a create that ended in error is removed from its backend,
+// and a volume left error_deleting by a delete that did complete loses its record.
 package results
 
 import (
@@ -27,6 +29,14 @@ type Config struct {
 	MessageTTL time.Duration
 	// ReconcileInterval is how often overdue operations are looked for. Default 5s.
 	ReconcileInterval time.Duration
+	// RelayDelay is how long a written command may wait for its writer to send it before the
+	// relay sends it, and how often the relay looks. Default 2s.
+	RelayDelay time.Duration
+	// OpTimeout is BASALT_OPERATION_TIMEOUT (default 10m, as control's). A rescheduled create
+	// gets back the deadline its request gave it, created_at plus OpTimeout, when the lease of
+	// the backend that failed it had brought the deadline closer: the next backend then has as
+	// long to take the command up as the first had.
+	OpTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -38,6 +48,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 5 * time.Second
+	}
+	if c.RelayDelay == 0 {
+		c.RelayDelay = 2 * time.Second
+	}
+	if c.OpTimeout == 0 {
+		c.OpTimeout = 10 * time.Minute
 	}
 }
 
@@ -79,14 +95,7 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 	switch r.Kind {
 	case events.KindCreateVolume:
 		if r.OK {
-			return f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
-				if v.Host != r.Host {
-					return store.ErrOpFinished // an earlier placement's outcome, delivered late
-				}
-				v.Status, v.StatusReason = basalt.StatusAvailable, ""
-				log.Info("volume available", "host", v.Host)
-				return nil
-			})
+			return f.created(ctx, r, cmd, log)
 		}
 		return f.createFailed(ctx, r, log)
 	case events.KindDeleteVolume:
@@ -124,6 +133,10 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 		})
 	case events.KindRevert:
 		return f.reverted(ctx, r, log)
+	case events.KindManageVolume:
+		return f.managed(ctx, r, log)
+	case events.KindUnmanageVolume:
+		return f.unmanaged(ctx, r, log)
 	case events.KindInitializeConnection:
 		return f.connected(ctx, r, cmd, log)
 	case events.KindTerminateConnection:
@@ -342,7 +355,7 @@ func (f *Function) deleted(ctx context.Context, r events.Result, snapshots []str
 		return err
 	}
 	if v.OpID != r.OpID {
-		return nil
+		return f.deletedLate(ctx, r, v, snapshots, log)
 	}
 	for _, id := range snapshots {
 		if err := f.snapshotDeleted(ctx, r.OpID, id, false); err != nil {
@@ -388,27 +401,29 @@ func (f *Function) createFailed(ctx context.Context, r events.Result, log *slog.
 		if err := f.store.ReleaseFrom(ctx, r.VolumeID, r.Host); err != nil {
 			return err
 		}
+		// The volume leaves its pool and the placement command goes out in one transaction.
+		cmd := *r.Command
+		cmd.Attempted = r.Attempted
+		o := *op
+		o.Owner, o.Reason, o.UpdatedAt = "scheduler", "rescheduled after: "+r.Error, f.store.Now()
+		o.Deadline = later(o.Deadline, o.CreatedAt.Add(f.cfg.OpTimeout))
+		o.Topic, o.Command, o.Send = events.TopicScheduler, mustJSON(cmd), true
 		_, err := f.store.UpdateVolumeWithOp(ctx, r.VolumeID, func(v *basalt.Volume) error {
 			if v.OpID != r.OpID || v.Host != r.Host {
 				return store.ErrOpFinished
 			}
 			v.Host = ""
 			return nil
-		}, func(*basalt.Volume) *basalt.Operation {
-			o := *op
-			o.Owner, o.Reason, o.UpdatedAt = "scheduler", "rescheduled after: "+r.Error, f.store.Now()
-			return &o
-		})
+		}, func(*basalt.Volume) *basalt.Operation { return &o })
 		if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		cmd := *r.Command
-		cmd.Attempted = r.Attempted
 		log.Warn("volume create failed; rescheduling", "err", r.Error, "attempt", op.Attempts)
-		return f.pub.Publish(events.TopicScheduler, cmd.OpID, cmd.RequestID, cmd)
+		f.send(ctx, &o)
+		return nil
 	}
 	log.Warn("volume create failed", "err", r.Error)
 	reason := fmt.Sprintf("Volume creation failed on %s: %s", r.Backend, r.Error)
@@ -417,9 +432,13 @@ func (f *Function) createFailed(ctx context.Context, r events.Result, log *slog.
 }
 
 // Reconcile ends every pending operation whose deadline has passed: a create ends in error, a
-// delete in error_deleting, an extend in error_extending, each with the reason.
+// delete in error_deleting, an extend in error_extending, each with the reason. Once an agent
+// holds an operation the deadline is its lease, which the agent renews while it works, so what
+// ends here is work that no one does any more: an agent down or frozen past its lease, or a
+// command that no agent took up within BASALT_OPERATION_TIMEOUT.
 func (f *Function) Reconcile(ctx context.Context) error {
-	ids, err := f.store.OverdueOps(ctx, f.store.Now())
+	now := f.store.Now()
+	ids, err := f.store.OverdueOps(ctx, now)
 	if err != nil {
 		return err
 	}
@@ -434,6 +453,9 @@ func (f *Function) Reconcile(ctx context.Context) error {
 		if op.State != basalt.OpPending {
 			_ = f.store.PutOp(ctx, op) // drops it from the pending index
 			continue
+		}
+		if op.Deadline.After(now) {
+			continue // its lease was renewed after the index was read
 		}
 		reason := fmt.Sprintf("The operation %s did not finish by its deadline %s (owner %s).", op.Kind,
 			op.Deadline.UTC().Format(basalt.TimeLayout), op.Owner)

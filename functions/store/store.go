@@ -38,7 +38,7 @@ func allocKey(volumeID string) string            { return p + "alloc:" + volumeI
 const (
 	volumesKey    = p + "vols"
 	typesKey      = p + "types"
-	opsPendingKey = p + "ops:pending"
+	opsPendingKey = events.PendingOpsKey
 	defaultType   = p + "default_type"
 )
 
@@ -301,6 +301,25 @@ func putOp(ctx context.Context, tx redis.Pipeliner, op *basalt.Operation) {
 	} else {
 		tx.ZRem(ctx, opsPendingKey, op.ID)
 	}
+	if op.Send && op.State == basalt.OpPending && len(op.Command) > 0 {
+		tx.ZAdd(ctx, outboxKey, redis.Z{Score: float64(op.UpdatedAt.UnixMilli()), Member: op.ID})
+	}
+}
+
+// outboxKey indexes operations whose command is written but not yet sent, by when it was
+// written (the outbox). Its entries name operation records, which hold the commands.
+const outboxKey = p + "outbox"
+
+// MarkSent records that operation id's command reached its topic. It is idempotent.
+func (s *Store) MarkSent(ctx context.Context, id string) error {
+	return s.rdb.ZRem(ctx, outboxKey, id).Err()
+}
+
+// Unsent returns up to 100 operations whose command was written before before and is not
+// marked sent, oldest first.
+func (s *Store) Unsent(ctx context.Context, before time.Time) ([]string, error) {
+	return s.rdb.ZRangeByScore(ctx, outboxKey, &redis.ZRangeBy{Min: "-inf",
+		Max: fmt.Sprint(before.UnixMilli()), Count: 100}).Result()
 }
 
 // PutOp stores an operation record (pending ones are indexed by deadline).

@@ -273,7 +273,7 @@ func startTopology(ctx context.Context, redisURL, dataDir string, topo []agents.
 		}
 	}
 	go func() {
-		s.done <- local.Run(sctx, local.Options{Process: pc, DataDir: dataDir, Topology: topo, Out: io.Discard,
+		s.done <- local.Run(sctx, local.Options{Process: pc, DataDir: dataDir, Topology: topo, Out: io.Discard, Store: local.StoreMemory,
 			Ready: func(addr string) { ready <- addr }}, logger)
 	}()
 	t := time.NewTimer(30 * time.Second)

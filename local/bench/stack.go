@@ -189,7 +189,7 @@ func startStack(ctx context.Context, c stackConfig, logger *slog.Logger) (*stack
 		}
 	}
 	go func() {
-		s.done <- local.Run(sctx, local.Options{Process: pc, DataDir: c.dataDir, Topology: topo, Out: io.Discard,
+		s.done <- local.Run(sctx, local.Options{Process: pc, DataDir: c.dataDir, Topology: topo, Out: io.Discard, Store: local.StoreMemory,
 			Ready: func(addr string) { ready <- addr }}, logger)
 	}()
 	select {

@@ -1,0 +1,114 @@
+package events
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// defaultRedisTimeout is go-redis's read timeout when Options.ReadTimeout is zero.
+const defaultRedisTimeout = 5 * time.Second
+
+// NewRedisClient returns a client for opts on which every Redis call has a deadline, so that a
+// frozen or unreachable Redis fails the call in bounded time instead of holding its caller:
+// a command or pipeline must finish, retries and connection waits included, within
+// opts.ReadTimeout (go-redis's 5s when zero; no deadline when negative). A blocking command
+// sent alone (BLPOP, XREADGROUP BLOCK, ...) gets its block time on top; one that blocks forever
+// gets no deadline. A caller's earlier deadline still wins. The client respects context deadlines
+// (ContextTimeoutEnabled), which is how the deadline reaches the socket. Every Basalt process
+// makes its clients here. Close the client when done.
+func NewRedisClient(opts *redis.Options) *redis.Client {
+	o := *opts
+	o.ContextTimeoutEnabled = true
+	c := redis.NewClient(&o)
+	timeout := o.ReadTimeout
+	if timeout == 0 {
+		timeout = defaultRedisTimeout
+	}
+	if timeout > 0 {
+		c.AddHook(deadlineHook{timeout: timeout})
+	}
+	return c
+}
+
+// deadlineHook gives each command and pipeline a context deadline.
+type deadlineHook struct{ timeout time.Duration }
+
+func (h deadlineHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h deadlineHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		d := h.timeout
+		if block, ok := blockTime(cmd); ok {
+			if block == 0 {
+				return next(ctx, cmd) // blocks until an answer: no deadline
+			}
+			d += block
+		}
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return next(ctx, cmd)
+	}
+}
+
+func (h deadlineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, cancel := context.WithTimeout(ctx, h.timeout)
+		defer cancel()
+		return next(ctx, cmds)
+	}
+}
+
+// blockTime reports whether cmd is a blocking command and how long it may block (0: forever).
+// A command whose timeout argument cannot be read counts as blocking forever, so no deadline
+// cuts it short.
+func blockTime(cmd redis.Cmder) (time.Duration, bool) {
+	args := cmd.Args()
+	switch strings.ToLower(cmd.Name()) {
+	case "blpop", "brpop", "brpoplpush", "blmove", "bzpopmin", "bzpopmax":
+		return argDuration(args[len(args)-1], time.Second), true
+	case "blmpop", "bzmpop":
+		if len(args) < 2 {
+			return 0, true
+		}
+		return argDuration(args[1], time.Second), true
+	case "xread", "xreadgroup":
+		for i := 1; i+1 < len(args); i++ {
+			if s, ok := args[i].(string); ok && strings.EqualFold(s, "block") {
+				return argDuration(args[i+1], time.Millisecond), true
+			}
+		}
+		return 0, false // without BLOCK it answers at once
+	case "wait", "waitaof":
+		return argDuration(args[len(args)-1], time.Millisecond), true
+	}
+	return 0, false
+}
+
+// argDuration reads a command's timeout argument, a number of units; 0 when unreadable.
+func argDuration(arg any, unit time.Duration) time.Duration {
+	var f float64
+	switch v := arg.(type) {
+	case int64:
+		f = float64(v)
+	case int:
+		f = float64(v)
+	case float64:
+		f = v
+	case string:
+		p, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0
+		}
+		f = p
+	default:
+		return 0
+	}
+	if f <= 0 {
+		return 0
+	}
+	return time.Duration(f * float64(unit))
+}
