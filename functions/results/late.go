@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
@@ -152,12 +151,4 @@ func (f *Function) deletedLate(ctx context.Context, r events.Result, v *basalt.V
 		return nil
 	}
 	return err
-}
-
-// later returns the later of a and b.
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

@@ -235,3 +235,34 @@ func TestLateDeleteRemovesRecord(t *testing.T) {
 		t.Errorf("Volume(v1) after the late delete = %v, want ENOTFOUND", err)
 	}
 }
+
+// TestLeaseRunsOutWhileReconcilerBlind: Redis was away (no reconcile pass for a minute) and with
+// it the agents' renewals. An operation whose lease ran out meanwhile gets the outage's length
+// again, so its agent can renew first; without a renewal it then ends.
+func TestLeaseRunsOutWhileReconcilerBlind(t *testing.T) {
+	rdb := redistest.Start(t).Client()
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := &leaseClock{t: t0}
+	st := store.New(rdb, clk.now)
+	f := results.New(results.Config{ReconcileInterval: 5 * time.Second}, st, &leasePub{}, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	leased(t, st, events.KindCreateVolume, basalt.StatusCreating, t0.Add(10*time.Second))
+	for _, c := range []struct {
+		at   time.Duration
+		want basalt.VolumeStatus
+	}{
+		{0, basalt.StatusCreating},
+		{time.Minute, basalt.StatusCreating},                 // blind from 0 to 1m: the lease gets 1m more, to 1m10s
+		{time.Minute + 5*time.Second, basalt.StatusCreating}, // still within it
+		{time.Minute + 9*time.Second, basalt.StatusCreating}, // still within it
+		{time.Minute + 11*time.Second, basalt.StatusError},   // no renewal came: it ends
+	} {
+		clk.set(t0.Add(c.at))
+		if err := f.Reconcile(ctx); err != nil {
+			t.Fatalf("Reconcile at +%v: %v", c.at, err)
+		}
+		if s := volumeStatus(t, st, "v1"); s != c.want {
+			t.Errorf("status after Reconcile at +%v = %s, want %s", c.at, s, c.want)
+		}
+	}
+}

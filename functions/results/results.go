@@ -68,6 +68,7 @@ type Function struct {
 	store  *store.Store
 	pub    Publisher
 	logger *slog.Logger
+	blind  blindness // the reconciler's
 }
 
 // New returns the results function.
@@ -438,6 +439,7 @@ func (f *Function) createFailed(ctx context.Context, r events.Result, log *slog.
 // command that no agent took up within BASALT_OPERATION_TIMEOUT.
 func (f *Function) Reconcile(ctx context.Context) error {
 	now := f.store.Now()
+	f.blind.begin(now, f.cfg.ReconcileInterval)
 	ids, err := f.store.OverdueOps(ctx, now)
 	if err != nil {
 		return err
@@ -456,6 +458,9 @@ func (f *Function) Reconcile(ctx context.Context) error {
 		}
 		if op.Deadline.After(now) {
 			continue // its lease was renewed after the index was read
+		}
+		if f.blind.postponed(op.Deadline, now) {
+			continue // its lease ran out while no one could renew it
 		}
 		reason := fmt.Sprintf("The operation %s did not finish by its deadline %s (owner %s).", op.Kind,
 			op.Deadline.UTC().Format(basalt.TimeLayout), op.Owner)
@@ -486,6 +491,7 @@ func (f *Function) Reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	f.blind.done(now)
 	return nil
 }
 
