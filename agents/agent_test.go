@@ -35,28 +35,7 @@ func TestRecoveryRunsJournaledWork(t *testing.T) {
 	}
 	put("op-pending", "vol-a", basalt.OpPending)
 	put("op-ended", "vol-b", basalt.OpFailed)
-
-	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
-		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, rs.Options(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	runAgent(t, rs, dir)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -118,27 +97,7 @@ func TestJournaledCommandWhoseReplyWasLostRuns(t *testing.T) {
 	rdb := rs.Client()
 	ctx := context.Background()
 	dir := t.TempDir()
-	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
-		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, rs.Options(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	bus := runAgent(t, rs, dir)
 
 	cmd := events.Command{OpID: "op-lost", Kind: events.KindCreateVolume, VolumeID: "vol-l", Backend: "h@b",
 		Volume: basalt.VolumeSpec{ID: "vol-l", SizeGB: 1, Pool: "pool"}}
@@ -254,4 +213,33 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 	if ids := overdue(); len(ids) != len(ops) {
 		t.Errorf("overdue after the agent finished = %v, want %v: a finished command is still renewed", ids, ops)
 	}
+}
+
+// runAgent runs an agent of host h with one file backend b on dir against rs until the test
+// ends, and returns the bus it uses.
+func runAgent(t *testing.T, rs *redistest.Server, dir string) *events.Bus {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
+		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, rs.Options(), logger)
+	if err != nil {
+		bus.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		a.Close()
+		bus.Close()
+	})
+	return bus
 }

@@ -3,7 +3,6 @@ package results
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/basalt-storage/basalt"
 )
@@ -68,16 +67,5 @@ func (f *Function) Relay(ctx context.Context) error {
 
 // RunRelay calls Relay every RelayDelay until ctx ends.
 func (f *Function) RunRelay(ctx context.Context) error {
-	t := time.NewTicker(f.cfg.RelayDelay)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := f.Relay(ctx); err != nil && ctx.Err() == nil {
-				f.logger.Error("relay", "err", err)
-			}
-		}
-	}
+	return f.every(ctx, f.cfg.RelayDelay, "relay", f.Relay)
 }

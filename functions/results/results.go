@@ -497,15 +497,20 @@ func (f *Function) Reconcile(ctx context.Context) error {
 
 // RunReconciler calls Reconcile every ReconcileInterval until ctx ends.
 func (f *Function) RunReconciler(ctx context.Context) error {
-	t := time.NewTicker(f.cfg.ReconcileInterval)
+	return f.every(ctx, f.cfg.ReconcileInterval, "reconcile", f.Reconcile)
+}
+
+// every calls fn every interval until ctx ends; a failure is logged as what.
+func (f *Function) every(ctx context.Context, interval time.Duration, what string, fn func(context.Context) error) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := f.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				f.logger.Error("reconcile", "err", err)
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				f.logger.Error(what, "err", err)
 			}
 		}
 	}
