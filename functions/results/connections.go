@@ -82,10 +82,25 @@ func (f *Function) orphanExport(ctx context.Context, r events.Result, cmd events
 	if !r.OK || (op != nil && op.State == basalt.OpDone) || r.Backend == "" || cmd.ExportID == "" {
 		return nil
 	}
+	undoID := r.OpID + "-undo"
+	if _, err := f.store.Op(ctx, undoID); basalt.ErrorCode(err) != basalt.ENOTFOUND {
+		return err // already asked for (a redelivery), or Redis failed: retried
+	}
 	log.Warn("tearing down an export made for an operation that ended without it", "export_id", cmd.ExportID)
-	td := events.Command{OpID: r.OpID + "-undo", RequestID: r.RequestID, Kind: events.KindTerminateConnection,
-		VolumeID: r.VolumeID, ProjectID: cmd.ProjectID, Backend: r.Backend, ExportID: cmd.ExportID}
-	return f.pub.Publish(events.BackendTopic(r.Backend), td.OpID, td.RequestID, td)
+	now := f.store.Now()
+	undo := &basalt.Operation{ID: undoID, Kind: events.KindTerminateConnection, VolumeID: r.VolumeID,
+		ProjectID: cmd.ProjectID, RequestID: r.RequestID, State: basalt.OpPending, Owner: r.Backend,
+		Deadline: now.Add(f.cfg.OpTimeout), CreatedAt: now, UpdatedAt: now,
+		Topic: events.BackendTopic(r.Backend), Send: true}
+	undo.Command = mustJSON(events.Command{OpID: undoID, RequestID: r.RequestID, Kind: events.KindTerminateConnection,
+		VolumeID: r.VolumeID, ProjectID: cmd.ProjectID, Backend: r.Backend, ExportID: cmd.ExportID})
+	// The teardown is an operation of its own with its command in the outbox: the relay sends
+	// it if this process dies before it does.
+	if err := f.store.PutOp(ctx, undo); err != nil {
+		return err
+	}
+	f.send(ctx, undo)
+	return nil
 }
 
 // disconnected applies a terminate_connection outcome: its operation ends and the waiting

@@ -2,6 +2,7 @@ package results_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"testing"
@@ -22,8 +23,14 @@ type recordingPub struct {
 func (p *recordingPub) Publish(topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := v.(events.Command); ok {
+	switch c := v.(type) {
+	case events.Command:
 		p.cmds = append(p.cmds, c)
+	case json.RawMessage: // a command sent from its operation's record
+		var cmd events.Command
+		if json.Unmarshal(c, &cmd) == nil {
+			p.cmds = append(p.cmds, cmd)
+		}
 	}
 	return nil
 }
@@ -105,6 +112,16 @@ func TestLateExportIsTornDown(t *testing.T) {
 	}
 	if td := pub.teardowns(); len(td) != 1 || td[0] != "a1" {
 		t.Errorf("teardowns = %v, want the late export a1 torn down", td)
+	}
+	if undo, err := st.Op(ctx, op.ID+"-undo"); err != nil || undo.State != basalt.OpPending || undo.Kind != events.KindTerminateConnection {
+		t.Errorf("the teardown's operation = %+v, %v; want a pending terminate_connection", undo, err)
+	}
+	// A redelivery of the late outcome asks for no second teardown.
+	if err := f.Apply(ctx, okResult(op)); err != nil {
+		t.Fatal(err)
+	}
+	if td := pub.teardowns(); len(td) != 1 {
+		t.Errorf("teardowns after a redelivery = %v, want still one", td)
 	}
 	v, _ := st.Volume(ctx, "v1")
 	if a := v.Attachment("a1"); a.ConnectionInfo != nil || a.Status != basalt.AttachReserved {
