@@ -388,31 +388,9 @@ type attachEnv struct {
 	user, admin *client
 }
 
-// doAt sends one request at the attachments' microversion and reads the whole response. An
-// unexpected status is an error that quotes the start of the body.
+// doAt sends one request at the attachments' microversion (see client.send).
 func (c *client) doAt(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, strings.NewReader(string(body)))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("X-Auth-Token", c.token)
-	req.Header.Set("OpenStack-API-Version", microversion)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != want {
-		return b, fmt.Errorf("%s %s: status %d: %.300s", method, path, resp.StatusCode, b)
-	}
-	return b, nil
+	return c.send(ctx, method, path, microversion, body, want)
 }
 
 func mustJSON(v any) []byte {

@@ -28,9 +28,14 @@ func newHTTPClient(conns int) *http.Client {
 		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 30 * time.Second}}
 }
 
-// do sends one request and reads the whole response. An unexpected status is an error that
-// quotes the start of the body.
+// do sends one request and reads the whole response (see client.send).
 func (c *client) do(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
+	return c.send(ctx, method, path, "", body, want)
+}
+
+// send sends one request, at microversion mv when it is not "", and reads the whole response.
+// An unexpected status is an error that quotes the start of the body.
+func (c *client) send(ctx context.Context, method, path, mv string, body []byte, want int) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -40,6 +45,9 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, want 
 		return nil, err
 	}
 	req.Header.Set("X-Auth-Token", c.token)
+	if mv != "" {
+		req.Header.Set("OpenStack-API-Version", mv)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -53,7 +61,7 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, want 
 		return nil, err
 	}
 	if resp.StatusCode != want {
-		return b, fmt.Errorf("%s %s: status %d: %.200s", method, path, resp.StatusCode, b)
+		return b, fmt.Errorf("%s %s: status %d: %.300s", method, path, resp.StatusCode, b)
 	}
 	return b, nil
 }
