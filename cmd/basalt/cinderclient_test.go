@@ -16,28 +16,10 @@ import (
 // python3-cinderclient, noauth plugin). The client negotiates its microversion down to the
 // one the server advertises.
 func TestE2ECinderclient(t *testing.T) {
-	cinder, err := exec.LookPath("cinder")
-	if err != nil {
-		if os.Getenv("BASALT_REQUIRE_CINDERCLIENT") != "" {
-			t.Fatalf("cinder (python3-cinderclient) not found: %v", err)
-		}
-		t.Skip("python3-cinderclient not installed")
-	}
+	cinder := requireCinder(t)
 	s := newStack(t, stackOptions{})
 	s.addTopology()
-	run := func(args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, cinder, args...)
-		cmd.Env = append(os.Environ(), "OS_AUTH_TYPE=noauth", "OS_USER_ID=alice", "OS_PROJECT_ID=p1",
-			"CINDER_ENDPOINT="+s.base+"/v3")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("cinder %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
+	run := s.cinderRunner(cinder, "alice", "p1")
 	// runFail runs a cinder command that must fail and returns what it printed.
 	runFail := func(args ...string) string {
 		t.Helper()
@@ -178,4 +160,36 @@ func tableProps(out string) map[string]string {
 		props[r["Property"]] = r["Value"]
 	}
 	return props
+}
+
+// requireCinder returns the path of the cinder CLI (python3-cinderclient). It skips the test when
+// the CLI is missing, or fails it when BASALT_REQUIRE_CINDERCLIENT is set.
+func requireCinder(t *testing.T) string {
+	t.Helper()
+	cinder, err := exec.LookPath("cinder")
+	if err != nil {
+		if os.Getenv("BASALT_REQUIRE_CINDERCLIENT") != "" {
+			t.Fatalf("cinder (python3-cinderclient) not found: %v", err)
+		}
+		t.Skip("python3-cinderclient not installed")
+	}
+	return cinder
+}
+
+// cinderRunner returns a function that runs the cinder CLI with noauth as user in project
+// against s, and fails the test when the command fails.
+func (s *stack) cinderRunner(cinder, user, project string) func(args ...string) string {
+	return func(args ...string) string {
+		s.t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, cinder, args...)
+		cmd.Env = append(os.Environ(), "OS_AUTH_TYPE=noauth", "OS_USER_ID="+user, "OS_PROJECT_ID="+project,
+			"CINDER_ENDPOINT="+s.base+"/v3")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			s.t.Fatalf("cinder %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
 }

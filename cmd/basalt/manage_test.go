@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -200,30 +199,12 @@ func TestE2EManageVolumes(t *testing.T) {
 // a volume made through the API is unmanaged (its file stays), listed as manageable, and
 // managed again under its old id with its bytes.
 func TestE2EManageCinderclient(t *testing.T) {
-	cinder, err := exec.LookPath("cinder")
-	if err != nil {
-		if os.Getenv("BASALT_REQUIRE_CINDERCLIENT") != "" {
-			t.Fatalf("cinder (python3-cinderclient) not found: %v", err)
-		}
-		t.Skip("python3-cinderclient not installed")
-	}
+	cinder := requireCinder(t)
 	s := newStack(t, stackOptions{})
 	s.addAgent(agents.Config{Host: "mgr", Backends: []agents.BackendConfig{fileBackend("b1")}})
 	const pool = "mgr@b1#pool"
 	dir := filepath.Join(s.dir, "data", "mgr", "b1")
-	run := func(args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, cinder, args...)
-		cmd.Env = append(os.Environ(), "OS_AUTH_TYPE=noauth", "OS_USER_ID=admin", "OS_PROJECT_ID=admin",
-			"CINDER_ENDPOINT="+s.base+"/v3")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("cinder %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
+	run := s.cinderRunner(cinder, "admin", "admin")
 	id := s.createVolume("admin:admin", `{"volume":{"size":1,"name":"first-life"}}`)
 	s.waitFinal(id, 20*time.Second)
 	writeProbes(t, filepath.Join(dir, "volume-"+id), "first-life")
