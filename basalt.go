@@ -49,27 +49,22 @@ var AllVolumeStatuses = []VolumeStatus{
 	StatusMaintenance, StatusErrorRestore, StatusErrorManaging, StatusReserved,
 }
 
-// Transitional reports whether s is a status that work in flight holds. A volume in such a
-// status has an operation record with a deadline, except attaching and detaching held by an
-// attachment (the attachments API): those last until the consumer completes or deletes the
-// attachment, as in Cinder.
+// Transitional reports whether s is a status that work in flight holds: the Doing of a rule of
+// the state machine (states.go). A volume in such a status has an operation record with a
+// deadline, except attaching and detaching held by an attachment (the attachments API): those
+// last until the consumer completes or deletes the attachment, as in Cinder.
 func (s VolumeStatus) Transitional() bool {
-	switch s {
-	case StatusCreating, StatusDeleting, StatusAttaching, StatusDetaching, StatusExtending, StatusReverting,
-		StatusManaging, StatusUnmanaging:
-		return true
+	for _, t := range StateMachine {
+		if t.Volume != nil && t.Volume.Doing == s {
+			return true
+		}
 	}
 	return false
 }
 
-// Deletable reports whether a volume in status s may be deleted without force.
-func (s VolumeStatus) Deletable() bool {
-	switch s {
-	case StatusAvailable, StatusError, StatusErrorRestore, StatusErrorExtend, StatusErrorManaging:
-		return true
-	}
-	return false
-}
+// Deletable reports whether a volume in status s may be deleted without force (the state
+// machine's delete_volume rule).
+func (s VolumeStatus) Deletable() bool { return VolumeTransitions[KindDeleteVolume].CanStart(s, false) }
 
 // Attach statuses of a volume, which are also the statuses of an attachment (Cinder's
 // VolumeAttachStatus).
@@ -106,7 +101,8 @@ type Volume struct {
 	UpdatedAt        *time.Time        `json:"updated_at"`
 	// ReadOnly is the admin metadata flag set by os-update_readonly_flag.
 	ReadOnly bool `json:"readonly,omitempty"`
-	// PreviousStatus is the status to return to when an extend cannot be placed.
+	// PreviousStatus is the status the operation holding the volume started from (the state
+	// machine's Begin keeps it): an extend returns to it.
 	PreviousStatus VolumeStatus `json:"previous_status,omitempty"`
 	// Snapshots counts the volume's snapshots (in any status). It is changed in the same
 	// compare-and-set as the snapshot records, so a delete never races a snapshot create.
@@ -375,7 +371,7 @@ type Snapshot struct {
 	Description *string        `json:"description"`
 	Size        int            `json:"size"`
 	Status      SnapshotStatus `json:"status"`
-	// PreviousStatus is the status to return to when a delete could not be sent.
+	// PreviousStatus is the status the operation holding the snapshot started from.
 	PreviousStatus SnapshotStatus    `json:"previous_status,omitempty"`
 	Metadata       map[string]string `json:"metadata"`
 	// Host is the pool (host@backend#pool) of the volume when the snapshot was taken.

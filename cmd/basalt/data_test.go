@@ -218,8 +218,8 @@ func TestE2EExtendOnlineAndFailures(t *testing.T) {
 	inUse := func(zone string) string {
 		id := s.createVolume(tok, `{"volume":{"size":1,"availability_zone":"`+zone+`"}}`)
 		s.waitFinal(id, 20*time.Second)
-		if r := s.do("admin:admin", "POST", "/v3/volumes/"+id+"/action", `{"os-reset_status":{"status":"in-use","attach_status":"attached"}}`); r.status != 202 {
-			t.Fatalf("reset to in-use = %d %s", r.status, r.raw)
+		if r := s.do(tok, "POST", "/v3/volumes/"+id+"/action", `{"os-attach":{"instance_uuid":"inst-1","mountpoint":"/dev/vdb"}}`); r.status != 202 {
+			t.Fatalf("os-attach = %d %s", r.status, r.raw)
 		}
 		return id
 	}

@@ -93,6 +93,7 @@ type stack struct {
 	t      *testing.T
 	dir    string
 	redis  *redistest.Server
+	proxy  *redistest.Proxy // between every process and redis-server, when the stack has one
 	env    []string
 	base   string // http://127.0.0.1:port
 	procs  []*proc
@@ -103,6 +104,8 @@ type stack struct {
 type stackOptions struct {
 	schedulers int
 	env        []string
+	// proxy puts a fault-injecting TCP proxy between every process and redis-server.
+	proxy bool
 }
 
 func freePort(t *testing.T) int {
@@ -121,10 +124,15 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		o.schedulers = 1
 	}
 	s := &stack{t: t, dir: t.TempDir(), redis: redistest.Start(t), agents: map[string]*proc{}}
+	redisURL := s.redis.URL()
+	if o.proxy {
+		s.proxy = redistest.StartProxy(t, s.redis.Addr)
+		redisURL = s.proxy.URL()
+	}
 	port := freePort(t)
 	s.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	s.env = append([]string{
-		"REDIS_URL=" + s.redis.URL(),
+		"REDIS_URL=" + redisURL,
 		fmt.Sprintf("BASALT_LISTEN=127.0.0.1:%d", port),
 		"BASALT_REPORT_INTERVAL=200ms",
 		"BASALT_SERVICE_DOWN_TIME=1500ms",

@@ -457,9 +457,9 @@ func (p *Plane) Reserve(ctx context.Context, id string) error {
 	if _, err := p.Volume(ctx, id); err != nil {
 		return err
 	}
+	reserve := basalt.VolumeTransitions[basalt.KindReserve]
 	_, err := p.store.ChangeVolume(ctx, id, func(v *basalt.Volume, ch *store.VolumeChange) error {
-		ok := v.Status == basalt.StatusAvailable || (v.Multiattach && v.Status == basalt.StatusInUse)
-		if !ok {
+		if !reserve.CanStart(v.Status, v.Multiattach) {
 			want := "available"
 			if v.Multiattach {
 				want = "available or in-use"
@@ -467,7 +467,7 @@ func (p *Plane) Reserve(ctx context.Context, id string) error {
 			return invalid("Invalid volume: Volume status must be %s to reserve, but the status is %s.", want, v.Status)
 		}
 		op := p.newOp(ctx, events.KindReserve, v, "client")
-		v.PreviousStatus, v.Status, v.OpID = v.Status, basalt.StatusAttaching, op.ID
+		reserve.Begin(v, op.ID)
 		ch.PutOp(op)
 		return nil
 	})
@@ -483,22 +483,21 @@ func (p *Plane) Unreserve(ctx context.Context, id string) error {
 	if _, err := p.Volume(ctx, id); err != nil {
 		return err
 	}
-	return p.settleLegacy(ctx, id, basalt.StatusAttaching, "unreserved")
+	return p.settleLegacy(ctx, id, basalt.KindReserve, "unreserved")
 }
 
-// settleLegacy ends a legacy reserve or begin_detaching: a volume in status from goes to
-// in-use when it has attachments, else available, and its operation ends.
-func (p *Plane) settleLegacy(ctx context.Context, id string, from basalt.VolumeStatus, reason string) error {
+// settleLegacy ends a legacy reserve or begin_detaching (kind) as the state machine's failure of
+// that kind: a volume in the kind's status goes to in-use when it has attachments, else
+// available, and its operation ends.
+func (p *Plane) settleLegacy(ctx context.Context, id string, kind string, reason string) error {
 	var opID string
+	rule := basalt.VolumeTransitions[kind]
 	_, err := p.store.ChangeVolume(ctx, id, func(v *basalt.Volume, _ *store.VolumeChange) error {
-		if v.Status != from {
+		if v.Status != rule.Doing {
 			return store.ErrOpFinished
 		}
-		v.Status = basalt.StatusAvailable
-		if len(v.Attachments) > 0 {
-			v.Status = basalt.StatusInUse
-		}
-		opID, v.OpID, v.PreviousStatus = v.OpID, "", ""
+		opID = v.OpID
+		rule.Fail(v, reason)
 		return nil
 	})
 	if errors.Is(err, store.ErrOpFinished) {
@@ -517,12 +516,13 @@ func (p *Plane) BeginDetaching(ctx context.Context, id string) error {
 	if _, err := p.Volume(ctx, id); err != nil {
 		return err
 	}
+	detach := basalt.VolumeTransitions[basalt.KindBeginDetaching]
 	_, err := p.store.ChangeVolume(ctx, id, func(v *basalt.Volume, ch *store.VolumeChange) error {
-		if v.Status != basalt.StatusInUse || v.AttachStatus != basalt.AttachAttached {
+		if !detach.CanStart(v.Status, false) || v.AttachStatus != basalt.AttachAttached {
 			return invalid("Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be 'attached' to detach.")
 		}
 		op := p.newOp(ctx, events.KindBeginDetaching, v, "client")
-		v.Status, v.OpID = basalt.StatusDetaching, op.ID
+		detach.Begin(v, op.ID)
 		ch.PutOp(op)
 		return nil
 	})
@@ -537,7 +537,7 @@ func (p *Plane) RollDetaching(ctx context.Context, id string) error {
 	if _, err := p.Volume(ctx, id); err != nil {
 		return err
 	}
-	return p.settleLegacy(ctx, id, basalt.StatusDetaching, "detach rolled back")
+	return p.settleLegacy(ctx, id, basalt.KindBeginDetaching, "detach rolled back")
 }
 
 // InitializeConnection is os-initialize_connection: the volume's agent exports the volume to
@@ -599,7 +599,7 @@ func (p *Plane) TerminateConnection(ctx context.Context, id string, connector ma
 			return err
 		}
 	}
-	return p.settleLegacy(ctx, id, basalt.StatusAttaching, "connection terminated")
+	return p.settleLegacy(ctx, id, basalt.KindReserve, "connection terminated")
 }
 
 // LegacyAttach is a request of os-attach.

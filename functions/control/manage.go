@@ -395,11 +395,11 @@ func (p *Plane) ManageVolume(ctx context.Context, req VolumeManage) (*basalt.Vol
 		md = map[string]string{}
 	}
 	v := &basalt.Volume{ID: id, ProjectID: c.ProjectID, UserID: c.UserID, Name: req.Name, Description: req.Description,
-		Size: obj.SizeGB, Status: basalt.StatusManaging, AttachStatus: basalt.AttachDetached, AvailabilityZone: zone,
+		Size: obj.SizeGB, AttachStatus: basalt.AttachDetached, AvailabilityZone: zone,
 		VolumeTypeID: vt.ID, VolumeTypeName: vt.Name, Host: basalt.PoolName(backend, obj.Pool), Metadata: md,
 		Bootable: req.Bootable, Multiattach: isTrue(vt.ExtraSpecs["multiattach"]), CreatedAt: p.store.Now()}
 	op := p.newOp(ctx, events.KindManageVolume, v, backend)
-	v.OpID = op.ID
+	basalt.VolumeTransitions[basalt.KindManageVolume].Begin(v, op.ID)
 	// The charge is the operation's own until the adoption succeeds, when the results function
 	// moves it into vol:<id> (results.SettleManage): the id may be another volume's until the
 	// record below claims it, so its charge is never touched here.
@@ -411,7 +411,7 @@ func (p *Plane) ManageVolume(ctx context.Context, req VolumeManage) (*basalt.Vol
 		Kind: events.KindManageVolume, VolumeID: id, ProjectID: v.ProjectID, Backend: backend,
 		Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size, Pool: obj.Pool}})
 	if err := p.store.CreateVolumeIfAbsent(ctx, v, op, func(*basalt.Volume) error { return alreadyManaged() }); err != nil {
-		p.refund(ctx, chargeID)
+		p.refundAfter(ctx, chargeID, err)
 		return nil, unavailable(p.logger, "manage the volume", err)
 	}
 	p.send(ctx, op)
@@ -461,8 +461,9 @@ func (p *Plane) UnmanageVolume(ctx context.Context, id string) error {
 	}
 	var op *basalt.Operation
 	var replaced string
+	unmanage := basalt.VolumeTransitions[basalt.KindUnmanageVolume]
 	_, err = p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
-		if v.AttachStatus == basalt.AttachAttached || !v.Status.Deletable() || v.Snapshots > 0 {
+		if v.AttachStatus == basalt.AttachAttached || !unmanage.CanStart(v.Status, false) || v.Snapshots > 0 {
 			return invalid("%s", deleteRefusal)
 		}
 		if v.Copies = p.pendingCopies(ctx, v.Copies); len(v.Copies) > 0 {
@@ -475,8 +476,8 @@ func (p *Plane) UnmanageVolume(ctx context.Context, id string) error {
 		enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
 			Kind: events.KindUnmanageVolume, VolumeID: id, ProjectID: v.ProjectID, Backend: v.Backend(),
 			Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size}})
-		v.PreviousStatus, v.Status = v.Status, basalt.StatusUnmanaging
-		replaced, v.OpID = v.OpID, op.ID
+		replaced = v.OpID
+		unmanage.Begin(v, op.ID)
 		return nil
 	}, func(*basalt.Volume) *basalt.Operation { return op })
 	if err != nil {

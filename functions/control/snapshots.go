@@ -48,10 +48,9 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 		md = map[string]string{}
 	}
 	sn := &basalt.Snapshot{ID: uuid.NewString(), ProjectID: vol.ProjectID, UserID: c.UserID, VolumeID: vol.ID,
-		Name: req.Name, Description: req.Description, Size: vol.Size, Status: basalt.SnapCreating,
-		Metadata: md, Host: vol.Host, CreatedAt: now}
+		Name: req.Name, Description: req.Description, Size: vol.Size, Metadata: md, Host: vol.Host, CreatedAt: now}
 	op := p.newOp(ctx, events.KindCreateSnapshot, vol, "scheduler")
-	sn.OpID = op.ID
+	basalt.SnapshotTransitions[basalt.KindCreateSnapshot].Begin(sn, op.ID)
 	if err := p.charge(ctx, vol.ProjectID, "snap:"+sn.ID, quotaSnapshot(vol.VolumeTypeName, sn.Size)); err != nil {
 		return nil, err
 	}
@@ -59,8 +58,7 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 		switch {
 		case v.Host == "":
 			return invalid("Invalid volume: Volume %s has not been placed on a backend yet.", v.ID)
-		case v.Status == basalt.StatusAvailable:
-		case v.Status == basalt.StatusInUse && req.Force:
+		case basalt.VolumeTransitions[basalt.KindCreateSnapshot].CanStart(v.Status, req.Force):
 		case v.Status == basalt.StatusInUse:
 			return invalid("Invalid volume: Volume %s is in-use; use force to snapshot an in-use volume.", v.ID)
 		default:
@@ -73,7 +71,7 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 		return nil
 	})
 	if err != nil {
-		p.refund(ctx, "snap:"+sn.ID)
+		p.refundAfter(ctx, "snap:"+sn.ID, err)
 		return nil, unavailable(p.logger, "create the snapshot", err)
 	}
 	p.send(ctx, op)
@@ -221,19 +219,19 @@ func (p *Plane) DeleteSnapshot(ctx context.Context, id string, force bool) error
 		return err
 	}
 	var op *basalt.Operation
+	del := basalt.SnapshotTransitions[basalt.KindDeleteSnapshot]
 	_, err := p.store.UpdateSnapshot(ctx, id, func(sn *basalt.Snapshot) error {
-		if sn.Status == basalt.SnapDeleting || (!force && sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError) {
+		if !del.CanStart(sn.Status, force) {
 			return invalid("Invalid snapshot: Snapshot status must be available or error and must not be part of a group.")
 		}
 		if sn.Copies = p.pendingCopies(ctx, sn.Copies); len(sn.Copies) > 0 {
 			return refuseCopied("snapshot", id, sn.Copies)
 		}
-		sn.PreviousStatus, sn.Status = sn.Status, basalt.SnapDeleting
 		op = p.newSnapshotOp(ctx, events.KindDeleteSnapshot, sn, sn.Backend())
 		enqueue(op, events.BackendTopic(sn.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
 			Kind: events.KindDeleteSnapshot, VolumeID: sn.VolumeID, ProjectID: sn.ProjectID, SnapshotID: sn.ID,
 			Backend: sn.Backend()})
-		sn.OpID = op.ID
+		del.Begin(sn, op.ID)
 		return nil
 	}, func(*basalt.Snapshot) *basalt.Operation { return op })
 	if err != nil {

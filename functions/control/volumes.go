@@ -13,6 +13,7 @@ import (
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
+	"github.com/basalt-storage/basalt/internal/crash"
 	"github.com/google/uuid"
 )
 
@@ -143,8 +144,7 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 	}
 	v := &basalt.Volume{
 		ID: uuid.NewString(), ProjectID: c.ProjectID, UserID: c.UserID,
-		Name: req.Name, Description: req.Description, Size: req.Size,
-		Status: basalt.StatusCreating, AttachStatus: basalt.AttachDetached,
+		Name: req.Name, Description: req.Description, Size: req.Size, AttachStatus: basalt.AttachDetached,
 		AvailabilityZone: zone, VolumeTypeID: vt.ID, VolumeTypeName: vt.Name,
 		Metadata: md, Multiattach: isTrue(vt.ExtraSpecs["multiattach"]), Bootable: src.bootable, CreatedAt: now,
 	}
@@ -155,10 +155,11 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 		v.SourceVolID = &req.SourceVolID
 	}
 	op := p.newOp(ctx, events.KindCreateVolume, v, "scheduler")
-	v.OpID = op.ID
+	basalt.VolumeTransitions[basalt.KindCreateVolume].Begin(v, op.ID)
 	if err := p.charge(ctx, v.ProjectID, "vol:"+v.ID, quotaVolume(vt.Name, v.Size)); err != nil {
 		return nil, err
 	}
+	crash.Point("create.charged")
 	if err := p.holdSource(ctx, req, op.ID); err != nil {
 		p.refund(ctx, "vol:"+v.ID)
 		return nil, unavailable(p.logger, "create the volume", err)
@@ -167,10 +168,16 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 		VolumeID: v.ID, ProjectID: v.ProjectID, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size},
 		SnapshotID: req.SnapshotID, SourceVolumeID: req.SourceVolID, SourcePool: src.pool})
 	if err := p.store.CreateVolume(ctx, v, op); err != nil {
-		p.releaseSource(ctx, req, op.ID)
-		p.refund(ctx, "vol:"+v.ID)
-		return nil, unavailable(p.logger, "create the volume", err)
+		// A transaction whose reply was lost may have landed: then the volume exists, and the
+		// request succeeded.
+		if got, gerr := p.store.Volume(ctx, v.ID); gerr != nil || got.OpID != op.ID {
+			p.releaseSource(ctx, req, op.ID)
+			p.refundAfter(ctx, "vol:"+v.ID, err)
+			return nil, unavailable(p.logger, "create the volume", err)
+		}
+		p.logger.Warn("a create whose reply was lost had landed", "volume_id", v.ID, "op_id", op.ID, "err", err)
 	}
+	crash.Point("create.committed")
 	p.send(ctx, op)
 	p.logger.Info("volume create accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "size", v.Size)
 	return v, nil
@@ -641,11 +648,12 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	var op *basalt.Operation
 	var unplaced bool
 	var replaced string // an operation a forced delete takes over from
+	del, snapDel := basalt.VolumeTransitions[basalt.KindDeleteVolume], basalt.SnapshotTransitions[basalt.KindDeleteSnapshot]
 	v, _, err := p.store.UpdateVolumeAndSnapshots(ctx, id, snapIDs, func(v *basalt.Volume, snaps []*basalt.Snapshot) error {
-		if v.AttachStatus == basalt.AttachAttached || (!force && !v.Status.Deletable()) {
+		if v.AttachStatus == basalt.AttachAttached || (!force && !del.CanStart(v.Status, false)) {
 			return invalid("%s", deleteRefusal)
 		}
-		if v.Status == basalt.StatusDeleting {
+		if !del.CanStart(v.Status, force) {
 			return invalid("Invalid volume: Volume %s is already being deleted.", id)
 		}
 		if v.Snapshots != len(snaps) {
@@ -663,23 +671,22 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 			return invalid("%s", deleteRefusal)
 		}
 		for _, sn := range snaps {
-			if sn.Status != basalt.SnapAvailable && sn.Status != basalt.SnapError {
+			if !snapDel.CanStart(sn.Status, false) {
 				return invalid("Invalid volume: Snapshot %s of the volume is %s; a cascade delete needs every snapshot available or error.", sn.ID, sn.Status)
 			}
-			sn.PreviousStatus, sn.Status = sn.Status, basalt.SnapDeleting
 		}
 		unplaced = v.Host == ""
 		if unplaced {
 			return basalt.Errorf(basalt.ECONFLICT, "Volume %s changed during the delete; try again.", id)
 		}
-		v.PreviousStatus, v.Status = v.Status, basalt.StatusDeleting
 		op = p.newOp(ctx, events.KindDeleteVolume, v, v.Backend())
 		enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
 			Kind: events.KindDeleteVolume, VolumeID: v.ID, ProjectID: v.ProjectID, Backend: v.Backend(),
 			Snapshots: snapIDs, Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}})
-		replaced, v.OpID = v.OpID, op.ID
+		replaced = v.OpID
+		del.Begin(v, op.ID)
 		for _, sn := range snaps {
-			sn.OpID = op.ID
+			snapDel.Begin(sn, op.ID)
 		}
 		return nil
 	}, func() *basalt.Operation { return op })
@@ -689,6 +696,7 @@ func (p *Plane) DeleteVolume(ctx context.Context, id string, force, cascade bool
 	if replaced != "" {
 		p.endAndSettle(ctx, replaced, v.ID, "replaced by a forced delete")
 	}
+	crash.Point("delete.committed")
 	p.send(ctx, op)
 	p.logger.Info("volume delete accepted", "volume_id", v.ID, "op_id", op.ID, "request_id", c.RequestID, "snapshots", len(snapIDs))
 	return nil
@@ -755,9 +763,9 @@ func (p *Plane) ExtendVolume(ctx context.Context, id string, newSize int, online
 	if err := p.charge(ctx, v.ProjectID, chargeID, quotaGrow(v.VolumeTypeName, delta, newSize)); err != nil {
 		return err
 	}
+	extend := basalt.VolumeTransitions[basalt.KindExtendVolume]
 	_, err = p.store.UpdateVolumeWithOp(ctx, id, func(v *basalt.Volume) error {
-		ok := v.Status == basalt.StatusAvailable || (online && v.Status == basalt.StatusInUse)
-		if !ok {
+		if !extend.CanStart(v.Status, online) {
 			want := "available"
 			if online {
 				want = "available or in-use"
@@ -770,11 +778,11 @@ func (p *Plane) ExtendVolume(ctx context.Context, id string, newSize int, online
 		enqueue(op, events.TopicScheduler, events.Command{OpID: op.ID, RequestID: c.RequestID, Kind: events.KindExtendVolume,
 			VolumeID: v.ID, ProjectID: v.ProjectID, SourcePool: v.Host, OldSizeGB: v.Size,
 			Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: newSize}})
-		v.PreviousStatus, v.Status, v.OpID = v.Status, basalt.StatusExtending, op.ID
+		extend.Begin(v, op.ID)
 		return nil
 	}, func(*basalt.Volume) *basalt.Operation { return op })
 	if err != nil {
-		p.refund(ctx, chargeID)
+		p.refundAfter(ctx, chargeID, err)
 		return unavailable(p.logger, "extend the volume", err)
 	}
 	p.send(ctx, op)
@@ -804,6 +812,7 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 		return invalid("Invalid snapshot: Cannot revert volume %s to snapshot %s: it is not the volume's latest snapshot.", id, snapID)
 	}
 	var op *basalt.Operation
+	revertVol, revertSnap := basalt.VolumeTransitions[basalt.KindRevert], basalt.SnapshotTransitions[basalt.KindRevert]
 	_, _, err = p.store.UpdateVolumeAndSnapshots(ctx, id, []string{snapID}, func(v *basalt.Volume, ss []*basalt.Snapshot) error {
 		s := ss[0]
 		if v.Snapshots != len(snaps) {
@@ -815,10 +824,10 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 		if v.Copies = p.pendingCopies(ctx, v.Copies); len(v.Copies) > 0 {
 			return refuseCopied("volume", id, v.Copies)
 		}
-		if v.Status != basalt.StatusAvailable {
+		if !revertVol.CanStart(v.Status, false) {
 			return basalt.Errorf(basalt.ECONFLICT, "Volume %s status must be available to revert, but current status is: %s.", id, v.Status)
 		}
-		if s.Status != basalt.SnapAvailable {
+		if !revertSnap.CanStart(s.Status, false) {
 			return basalt.Errorf(basalt.ECONFLICT, "Snapshot %s status must be available to revert to, but current status is: %s.", snapID, s.Status)
 		}
 		op = p.newOp(ctx, events.KindRevert, v, v.Backend())
@@ -826,8 +835,8 @@ func (p *Plane) RevertVolume(ctx context.Context, id, snapID string) error {
 		enqueue(op, events.BackendTopic(v.Backend()), events.Command{OpID: op.ID, RequestID: c.RequestID,
 			Kind: events.KindRevert, VolumeID: id, ProjectID: v.ProjectID, SnapshotID: snapID, Backend: v.Backend(),
 			Volume: basalt.VolumeSpec{ID: id, SizeGB: v.Size}})
-		v.Status, v.OpID = basalt.StatusReverting, op.ID
-		s.Status, s.OpID = basalt.SnapRestoring, op.ID
+		revertVol.Begin(v, op.ID)
+		revertSnap.Begin(s, op.ID)
 		return nil
 	}, func() *basalt.Operation { return op })
 	if err != nil {

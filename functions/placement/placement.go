@@ -7,6 +7,7 @@ package placement
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/scheduler"
 	"github.com/basalt-storage/basalt/functions/store"
+	"github.com/basalt-storage/basalt/internal/crash"
 	"github.com/google/uuid"
 )
 
@@ -155,7 +157,7 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 	}
 	if v.Host != "" && op.Owner == v.Backend() {
 		// Placed before a crash, but maybe not handed over: hand over again (agents dedupe).
-		return f.handOver(ctx, cmd, v)
+		return f.handOver(ctx, handoverOp(op, createHandover(cmd, v.Host, v.Size)))
 	}
 	if op.Attempts >= f.cfg.MaxAttempts {
 		return f.fail(ctx, cmd, v, fmt.Sprintf("No valid backend was found. Exceeded max scheduling attempts %d for resource %s", f.cfg.MaxAttempts, v.ID))
@@ -230,7 +232,7 @@ func explainFailure(d *scheduler.Decision, lost []string, pools int) string {
 
 func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Operation, pool *basalt.Pool,
 	d *scheduler.Decision, log *slog.Logger) error {
-	_, _, poolName := basalt.SplitHost(pool.Name)
+	var sent *basalt.Operation
 	v, err := f.store.UpdateVolumeWithOp(ctx, cmd.VolumeID, func(v *basalt.Volume) error {
 		if v.OpID != op.ID {
 			return store.ErrOpFinished
@@ -243,7 +245,8 @@ func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Op
 	}, func(v *basalt.Volume) *basalt.Operation {
 		o := *op
 		o.Owner, o.Attempts, o.UpdatedAt = pool.Backend, op.Attempts+1, f.store.Now()
-		return &o
+		sent = withCommand(&o, createHandover(cmd, pool.Name, v.Size))
+		return sent
 	})
 	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return f.store.Release(ctx, cmd.VolumeID)
@@ -255,16 +258,53 @@ func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Op
 		log.Warn("record placement decision", "err", err)
 	}
 	log.Info("volume placed", "pool", pool.Name, "size", v.Size)
-	cmd.Volume.Pool = poolName
-	return f.handOver(ctx, cmd, v)
+	crash.Point("placement.placed")
+	return f.handOver(ctx, sent)
 }
 
-func (f *Function) handOver(ctx context.Context, cmd events.Command, v *basalt.Volume) error {
-	_, _, poolName := basalt.SplitHost(v.Host)
-	cmd.Backend = v.Backend()
-	cmd.Volume = basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size, Pool: poolName}
-	cmd.Attempted = append(cmd.Attempted, cmd.Backend)
-	return f.pub.Publish(events.BackendTopic(cmd.Backend), cmd.OpID, cmd.RequestID, cmd)
+// createHandover is the command that hands a placed create to the backend of host.
+func createHandover(cmd events.Command, host string, size int) events.Command {
+	backend, poolName, _ := strings.Cut(host, "#")
+	cmd.Backend = backend
+	cmd.Volume = basalt.VolumeSpec{ID: cmd.VolumeID, SizeGB: size, Pool: poolName}
+	cmd.Attempted = append(append([]string(nil), cmd.Attempted...), backend)
+	return cmd
+}
+
+// withCommand writes cmd into op as the command it sends to its backend's topic, to be sent
+// from the outbox: the placement and the hand-off are one transaction.
+func withCommand(op *basalt.Operation, cmd events.Command) *basalt.Operation {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		panic(err) // a plain struct of ours
+	}
+	op.Topic, op.Command, op.Send = events.BackendTopic(cmd.Backend), b, true
+	return op
+}
+
+// handoverOp returns op as it hands cmd over: the command its record holds when the
+// placement wrote it there, or cmd for an operation placed before commands were kept in
+// records.
+func handoverOp(op *basalt.Operation, cmd events.Command) *basalt.Operation {
+	if op.Topic == events.BackendTopic(cmd.Backend) && len(op.Command) > 0 {
+		return op
+	}
+	o := *op
+	return withCommand(&o, cmd)
+}
+
+// handOver publishes the command that op's record holds for its backend and marks it sent. A
+// publish that fails is left to the relay, which sends every command written and not marked
+// sent; agents are idempotent by operation id, so a command sent twice runs once.
+func (f *Function) handOver(ctx context.Context, op *basalt.Operation) error {
+	if err := f.pub.Publish(op.Topic, op.ID, op.RequestID, op.Command); err != nil {
+		f.logger.Warn("hand a placed command over; the relay will send it", "topic", op.Topic, "op_id", op.ID, "err", err)
+		return nil
+	}
+	if err := f.store.MarkSent(ctx, op.ID); err != nil {
+		f.logger.Warn("mark a command sent; the relay may send it again", "op_id", op.ID, "err", err)
+	}
+	return nil
 }
 
 // fail ends a create that fits nowhere: the volume goes to error with the reason, and the
@@ -305,9 +345,9 @@ func FailCreate(ctx context.Context, st *store.Store, opID, volumeID, host, requ
 			return store.ErrOpFinished
 		}
 		project = v.ProjectID
-		v.Status, v.StatusReason, v.OpID = basalt.StatusError, reason, ""
+		basalt.VolumeTransitions[basalt.KindCreateVolume].Fail(v, reason)
 		return nil
-	}, func(v *basalt.Volume) *basalt.Operation { return finishedOp(st, opID, basalt.OpFailed, reason) })
+	}, func(v *basalt.Volume) *basalt.Operation { return finishedOp(ctx, st, opID, basalt.OpFailed, reason) })
 	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return nil
 	}
@@ -322,8 +362,8 @@ func FailCreate(ctx context.Context, st *store.Store, opID, volumeID, host, requ
 
 // finishedOp returns operation opID in a final state; it reads the record so that nothing else
 // in it is lost, and falls back to a minimal record.
-func finishedOp(st *store.Store, opID, state, reason string) *basalt.Operation {
-	op, err := st.Op(context.Background(), opID)
+func finishedOp(ctx context.Context, st *store.Store, opID, state, reason string) *basalt.Operation {
+	op, err := st.Op(ctx, opID)
 	if err != nil {
 		op = &basalt.Operation{ID: opID}
 	}
@@ -377,8 +417,10 @@ func (f *Function) placeExtend(ctx context.Context, cmd events.Command) error {
 	if v.OpID != op.ID {
 		return nil
 	}
+	handover := cmd
+	handover.Backend = v.Backend()
 	if op.Owner == v.Backend() {
-		return f.pub.Publish(events.BackendTopic(v.Backend()), cmd.OpID, cmd.RequestID, cmd)
+		return f.handOver(ctx, handoverOp(op, handover))
 	}
 	vt, err := f.volumeType(ctx, v.VolumeTypeID)
 	if err != nil {
@@ -403,17 +445,18 @@ func (f *Function) placeExtend(ctx context.Context, cmd events.Command) error {
 	if reason != "" {
 		return f.failExtend(ctx, cmd, reason)
 	}
-	if _, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
+	o, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
 		o.Owner = v.Backend()
+		withCommand(o, handover)
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		if errors.Is(err, store.ErrOpFinished) {
 			return f.store.Shrink(ctx, v.ID, v.Host, op.ID)
 		}
 		return err
 	}
-	cmd.Backend = v.Backend()
-	return f.pub.Publish(events.BackendTopic(cmd.Backend), cmd.OpID, cmd.RequestID, cmd)
+	return f.handOver(ctx, o)
 }
 
 // failExtend ends an extend that the volume's pool cannot take: the volume goes back to its
@@ -426,9 +469,11 @@ func (f *Function) failExtend(ctx context.Context, cmd events.Command, reason st
 			return store.ErrOpFinished
 		}
 		project = v.ProjectID
-		v.Status, v.PreviousStatus, v.OpID = v.PreviousStatus, "", ""
+		basalt.VolumeTransitions[basalt.KindExtendVolume].Unplace(v, reason)
 		return nil
-	}, func(*basalt.Volume) *basalt.Operation { return finishedOp(f.store, cmd.OpID, basalt.OpFailed, reason) })
+	}, func(*basalt.Volume) *basalt.Operation {
+		return finishedOp(ctx, f.store, cmd.OpID, basalt.OpFailed, reason)
+	})
 	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return nil
 	}
@@ -464,8 +509,10 @@ func (f *Function) placeSnapshot(ctx context.Context, cmd events.Command) error 
 	if sn.OpID != op.ID {
 		return nil
 	}
+	handover := cmd
+	handover.Backend = sn.Backend()
 	if op.Owner == sn.Backend() {
-		return f.pub.Publish(events.BackendTopic(sn.Backend()), cmd.OpID, cmd.RequestID, cmd)
+		return f.handOver(ctx, handoverOp(op, handover))
 	}
 	var vt *basalt.VolumeType
 	if v, err := f.store.Volume(ctx, sn.VolumeID); err == nil {
@@ -491,17 +538,18 @@ func (f *Function) placeSnapshot(ctx context.Context, cmd events.Command) error 
 		return FailSnapshot(ctx, f.store, op.ID, sn.ID, cmd.RequestID, basalt.EventSnapshotNoBackend,
 			"create snapshot:"+reason, reason, f.cfg.MessageTTL)
 	}
-	if _, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
+	o, err := f.store.UpdateOp(ctx, op.ID, func(o *basalt.Operation) error {
 		o.Owner = sn.Backend()
+		withCommand(o, handover)
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		if errors.Is(err, store.ErrOpFinished) {
 			return f.store.Release(ctx, "snap:"+sn.ID)
 		}
 		return err
 	}
-	cmd.Backend = sn.Backend()
-	return f.pub.Publish(events.BackendTopic(cmd.Backend), cmd.OpID, cmd.RequestID, cmd)
+	return f.handOver(ctx, o)
 }
 
 // FailSnapshot moves a creating snapshot to error with reason, ends its operation, returns its
@@ -516,9 +564,9 @@ func FailSnapshot(ctx context.Context, st *store.Store, opID, snapID, requestID,
 			return store.ErrOpFinished
 		}
 		project = sn.ProjectID
-		sn.Status, sn.StatusReason, sn.OpID = basalt.SnapError, reason, ""
+		basalt.SnapshotTransitions[basalt.KindCreateSnapshot].Fail(sn, reason)
 		return nil
-	}, func(*basalt.Snapshot) *basalt.Operation { return finishedOp(st, opID, basalt.OpFailed, reason) })
+	}, func(*basalt.Snapshot) *basalt.Operation { return finishedOp(ctx, st, opID, basalt.OpFailed, reason) })
 	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return nil
 	}

@@ -125,14 +125,13 @@ func (f *Function) disconnected(ctx context.Context, r events.Result, log *slog.
 }
 
 // legacyExpired ends a legacy os-reserve or os-begin_detaching that nothing followed by its
-// deadline: the volume goes back to in-use when it has attachments, else available.
+// deadline, as the state machine's failure of its kind: the volume goes back to in-use when it
+// has attachments, else available.
 func (f *Function) legacyExpired(ctx context.Context, r events.Result) error {
+	rule := basalt.VolumeTransitions[r.Kind]
 	return f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
-		if v.Status == basalt.StatusAttaching || v.Status == basalt.StatusDetaching {
-			v.Status = basalt.StatusAvailable
-			if len(v.Attachments) > 0 {
-				v.Status = basalt.StatusInUse
-			}
+		if v.Status == rule.Doing {
+			rule.Fail(v, r.Error)
 		}
 		v.PreviousStatus = ""
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
@@ -28,7 +29,7 @@ func (f *Function) created(ctx context.Context, r events.Result, cmd events.Comm
 		if v.Host != r.Host {
 			return store.ErrOpFinished // an earlier placement's outcome, delivered late
 		}
-		v.Status, v.StatusReason = basalt.StatusAvailable, ""
+		basalt.VolumeTransitions[basalt.KindCreateVolume].Succeed(v)
 		log.Info("volume available", "host", v.Host)
 		return nil
 	})
@@ -151,4 +152,136 @@ func (f *Function) deletedLate(ctx context.Context, r events.Result, v *basalt.V
 		return nil
 	}
 	return err
+}
+
+// Late outcomes of work that cannot be undone repair the record instead:
+//
+//   - an extend whose operation ended left the volume error_extending at its old size while the
+//     backend grew it: the volume takes its new size and its status back, and the growth is
+//     claimed on its pool and charged to its project whatever the limits (the bytes exist; quota
+//     and capacity must count them), in the operation's name, so the settlement of a done extend
+//     follows (SettleExtend).
+//   - a revert whose operation ended left the volume in error while the backend did restore the
+//     snapshot's bytes: the volume is available again.
+//
+// A snapshot created after its operation ended is removed from the backend, as a late create is
+// (the snapshot's record stays in error, and its delete finds nothing to remove).
+
+// extendedLate repairs the record of an extend that succeeded after its operation ended. A
+// redelivery finds the operation done and changes nothing.
+func (f *Function) extendedLate(ctx context.Context, r events.Result, cmd events.Command, log *slog.Logger) error {
+	op, v, ok, err := f.lateTarget(ctx, r, events.KindExtendVolume)
+	if !ok || err != nil {
+		return err
+	}
+	newSize, oldSize := cmd.Volume.SizeGB, cmd.OldSizeGB
+	if v.Status != basalt.StatusErrorExtend || v.Size != oldSize || newSize <= oldSize {
+		return nil // reset or changed since: the administrator's word stands
+	}
+	// Claim and charge first, in the operation's name (both idempotent): if we crash before the
+	// record is repaired, the failed operation's settlement returns them and a redelivery
+	// takes them again.
+	if _, err := f.store.Grow(ctx, v.ID, v.Host, op.ID, newSize-oldSize, math.Inf(1)); err != nil {
+		return err
+	}
+	if err := f.store.ForceCharge(ctx, v.ProjectID, "ext:"+op.ID,
+		store.QuotaRequest{Gigabytes: newSize - oldSize, TypeName: v.VolumeTypeName}); err != nil {
+		return err
+	}
+	err = f.repair(ctx, op, v.ID, func(v *basalt.Volume) error {
+		if v.OpID != "" || v.Status != basalt.StatusErrorExtend || v.Size != oldSize {
+			return store.ErrOpFinished
+		}
+		v.Size, v.StatusReason = newSize, ""
+		basalt.VolumeTransitions[basalt.KindExtendVolume].Succeed(v)
+		return nil
+	})
+	if err == nil {
+		log.Warn("repaired the record of a volume extended after its operation ended", "size", newSize)
+	}
+	return err
+}
+
+// revertedLate repairs the record of a revert that succeeded after its operation ended.
+func (f *Function) revertedLate(ctx context.Context, r events.Result, log *slog.Logger) error {
+	op, v, ok, err := f.lateTarget(ctx, r, events.KindRevert)
+	if !ok || err != nil || v.Status != basalt.StatusError {
+		return err
+	}
+	err = f.repair(ctx, op, v.ID, func(v *basalt.Volume) error {
+		if v.OpID != "" || v.Status != basalt.StatusError {
+			return store.ErrOpFinished
+		}
+		v.StatusReason = ""
+		basalt.VolumeTransitions[basalt.KindRevert].Succeed(v)
+		return nil
+	})
+	if err == nil {
+		log.Warn("repaired the record of a volume reverted after its operation ended", "snapshot_id", r.SnapshotID)
+	}
+	return err
+}
+
+// lateTarget returns the failed operation of kind that r reports a success of, and its volume
+// on r's backend with no operation in flight; ok is false when there is nothing to repair.
+func (f *Function) lateTarget(ctx context.Context, r events.Result, kind string) (*basalt.Operation, *basalt.Volume, bool, error) {
+	if !r.OK {
+		return nil, nil, false, nil
+	}
+	op, err := f.store.Op(ctx, r.OpID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil, nil, false, nil
+	}
+	if err != nil || op.State != basalt.OpFailed || op.Kind != kind || op.VolumeID != r.VolumeID {
+		return nil, nil, false, err
+	}
+	v, err := f.store.Volume(ctx, r.VolumeID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil, nil, false, nil
+	}
+	if err != nil || v.OpID != "" || v.Backend() != r.Backend {
+		return nil, nil, false, err
+	}
+	return op, v, true, nil
+}
+
+// repair applies fn to the volume and marks its failed operation done, in one transaction.
+func (f *Function) repair(ctx context.Context, op *basalt.Operation, volumeID string, fn func(v *basalt.Volume) error) error {
+	_, err := f.store.UpdateVolumeWithOp(ctx, volumeID, fn, func(*basalt.Volume) *basalt.Operation {
+		o := *op
+		o.State, o.Reason, o.UpdatedAt = basalt.OpDone, "completed after its lease ran out: "+op.Reason, f.store.Now()
+		return &o
+	})
+	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	return err
+}
+
+// snapshotCreatedLate removes from the backend a snapshot whose create succeeded after its
+// operation ended (the snapshot's record is in error, or gone). A redelivery asks again, which
+// the driver's idempotent delete absorbs.
+func (f *Function) snapshotCreatedLate(ctx context.Context, r events.Result, cmd events.Command, log *slog.Logger) error {
+	if !r.OK || r.Backend == "" {
+		return nil
+	}
+	op, err := f.store.Op(ctx, r.OpID)
+	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
+		return nil
+	}
+	if err != nil || op.State != basalt.OpFailed || op.Kind != events.KindCreateSnapshot {
+		return err
+	}
+	sn, err := f.store.Snapshot(ctx, r.SnapshotID)
+	switch {
+	case basalt.ErrorCode(err) == basalt.ENOTFOUND:
+	case err != nil:
+		return err
+	case sn.OpID != "" || sn.Status != basalt.SnapError:
+		return nil // acted on again since (a delete in flight, a reset): its outcome decides
+	}
+	log.Warn("removing a snapshot whose create succeeded after its operation ended", "snapshot_id", r.SnapshotID)
+	undo := cmd
+	undo.OpID, undo.Kind, undo.Backend = r.OpID+"-undo", events.KindDeleteSnapshot, r.Backend
+	return f.pub.Publish(events.BackendTopic(r.Backend), undo.OpID, undo.RequestID, undo)
 }

@@ -37,7 +37,7 @@ func (f *Function) managed(ctx context.Context, r events.Result, log *slog.Logge
 			}
 		}
 		err = f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
-			v.Status, v.StatusReason = basalt.StatusAvailable, ""
+			basalt.VolumeTransitions[basalt.KindManageVolume].Succeed(v)
 			log.Info("volume adopted", "host", v.Host, "size", v.Size)
 			return nil
 		})
@@ -45,7 +45,8 @@ func (f *Function) managed(ctx context.Context, r events.Result, log *slog.Logge
 		log.Warn("volume adoption failed", "err", r.Error)
 		reason := fmt.Sprintf("Manage existing volume failed on %s: %s", r.Backend, r.Error)
 		err = f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, reason, func(v *basalt.Volume) error {
-			v.Status, v.StatusReason, v.Host = basalt.StatusErrorManaging, reason, ""
+			basalt.VolumeTransitions[basalt.KindManageVolume].Fail(v, reason)
+			v.Host = ""
 			return nil
 		})
 	}
@@ -97,7 +98,7 @@ func (f *Function) unmanaged(ctx context.Context, r events.Result, log *slog.Log
 		log.Warn("volume unmanage failed", "err", r.Error)
 		reason := fmt.Sprintf("Unmanage failed on %s: %s", r.Backend, r.Error)
 		return f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, reason, func(v *basalt.Volume) error {
-			v.Status, v.StatusReason, v.PreviousStatus = basalt.StatusErrorUnmanaging, reason, ""
+			basalt.VolumeTransitions[basalt.KindUnmanageVolume].Fail(v, reason)
 			return nil
 		})
 	}

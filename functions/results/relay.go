@@ -3,6 +3,7 @@ package results
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"github.com/basalt-storage/basalt"
 )
@@ -65,7 +66,19 @@ func (f *Function) Relay(ctx context.Context) error {
 	return nil
 }
 
-// RunRelay calls Relay every RelayDelay until ctx ends.
+// RunRelay calls Relay and SweepCharges every RelayDelay until ctx ends.
 func (f *Function) RunRelay(ctx context.Context) error {
-	return f.every(ctx, f.cfg.RelayDelay, "relay", f.Relay)
+	return f.every(ctx, f.cfg.RelayDelay, "relay", func(ctx context.Context) error {
+		return errors.Join(f.Relay(ctx), f.SweepCharges(ctx))
+	})
+}
+
+// SweepCharges refunds the quota charges whose request died between the charge and the
+// record that owns it (store.SweepCharges), once they are ChargeGrace old.
+func (f *Function) SweepCharges(ctx context.Context) error {
+	refunded, err := f.store.SweepCharges(ctx, f.store.Now().Add(-f.cfg.ChargeGrace))
+	for _, id := range refunded {
+		f.logger.Warn("refunded a quota charge that no record owns", "charge", id)
+	}
+	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/placement"
 	"github.com/basalt-storage/basalt/functions/store"
+	"github.com/basalt-storage/basalt/internal/crash"
 )
 
 // Config configures the results function.
@@ -32,6 +33,9 @@ type Config struct {
 	// RelayDelay is how long a written command may wait for its writer to send it before the
 	// relay sends it, and how often the relay looks. Default 2s.
 	RelayDelay time.Duration
+	// ChargeGrace is how long a quota charge may wait for the record that owns it before the
+	// sweep refunds it (its request died in between). Default 2m: longer than any request lives.
+	ChargeGrace time.Duration
 	// OpTimeout is BASALT_OPERATION_TIMEOUT (default 10m, as control's). A rescheduled create
 	// gets back the deadline its request gave it, created_at plus OpTimeout, when the lease of
 	// the backend that failed it had brought the deadline closer: the next backend then has as
@@ -54,6 +58,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OpTimeout == 0 {
 		c.OpTimeout = 10 * time.Minute
+	}
+	if c.ChargeGrace == 0 {
+		c.ChargeGrace = 2 * time.Minute
 	}
 }
 
@@ -83,7 +90,11 @@ func (f *Function) Handle(msg *message.Message) error {
 	if err := events.Decode(msg, &r); err != nil {
 		return err
 	}
-	return f.Apply(msg.Context(), r)
+	if err := f.Apply(msg.Context(), r); err != nil {
+		return err
+	}
+	crash.Point("results.applied") // applied, not yet acknowledged: it is delivered again
+	return nil
 }
 
 // Apply applies one result. It is idempotent.
@@ -105,22 +116,25 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 		}
 		log.Warn("volume delete failed", "err", r.Error)
 		for _, id := range cmd.Snapshots {
-			if err := f.snapshotStatus(ctx, r.OpID, id, basalt.SnapErrorDeleting, r.Error); err != nil {
+			if err := f.cascadeFailed(ctx, r.OpID, id, r.Error); err != nil {
 				return err
 			}
 		}
 		return f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
-			v.Status, v.StatusReason = basalt.StatusErrorDeleting, r.Error
+			basalt.VolumeTransitions[basalt.KindDeleteVolume].Fail(v, r.Error)
 			return nil
 		})
 	case events.KindExtendVolume:
 		return f.extended(ctx, r, cmd, log)
 	case events.KindCreateSnapshot:
 		if r.OK {
-			return f.finishSnapshot(ctx, r.OpID, r.SnapshotID, basalt.OpDone, "", func(sn *basalt.Snapshot) {
-				sn.Status, sn.StatusReason = basalt.SnapAvailable, ""
+			if err := f.finishSnapshot(ctx, r.OpID, r.SnapshotID, basalt.OpDone, "", func(sn *basalt.Snapshot) {
+				basalt.SnapshotTransitions[basalt.KindCreateSnapshot].Succeed(sn)
 				log.Info("snapshot available", "snapshot_id", sn.ID)
-			})
+			}); err != nil {
+				return err
+			}
+			return f.snapshotCreatedLate(ctx, r, cmd, log)
 		}
 		reason := fmt.Sprintf("Snapshot creation failed on %s: %s", r.Backend, r.Error)
 		return placement.FailSnapshot(ctx, f.store, r.OpID, r.SnapshotID, r.RequestID, basalt.EventSnapshotError,
@@ -130,10 +144,13 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 			return f.snapshotDeleted(ctx, r.OpID, r.SnapshotID, true)
 		}
 		return f.finishSnapshot(ctx, r.OpID, r.SnapshotID, basalt.OpFailed, r.Error, func(sn *basalt.Snapshot) {
-			sn.Status, sn.StatusReason = basalt.SnapErrorDeleting, r.Error
+			basalt.SnapshotTransitions[basalt.KindDeleteSnapshot].Fail(sn, r.Error)
 		})
 	case events.KindRevert:
-		return f.reverted(ctx, r, log)
+		if err := f.reverted(ctx, r, log); err != nil {
+			return err
+		}
+		return f.revertedLate(ctx, r, log)
 	case events.KindManageVolume:
 		return f.managed(ctx, r, log)
 	case events.KindUnmanageVolume:
@@ -153,25 +170,28 @@ func (f *Function) Apply(ctx context.Context, r events.Result) error {
 // whichever delivery ended it, so a retry after a transient failure completes it.
 func (f *Function) extended(ctx context.Context, r events.Result, cmd events.Command, log *slog.Logger) error {
 	var err error
+	rule := basalt.VolumeTransitions[basalt.KindExtendVolume]
 	if r.OK {
 		err = f.finish(ctx, r.OpID, r.VolumeID, func(v *basalt.Volume) error {
 			v.Size = cmd.Volume.SizeGB
-			v.Status, v.StatusReason, v.PreviousStatus = v.PreviousStatus, "", ""
-			if v.Status == "" {
-				v.Status = basalt.StatusAvailable
-			}
+			rule.Succeed(v)
 			log.Info("volume extended", "size", v.Size)
 			return nil
 		})
 	} else {
 		log.Warn("volume extend failed", "err", r.Error)
 		err = f.finishWith(ctx, r.OpID, r.VolumeID, basalt.OpFailed, r.Error, func(v *basalt.Volume) error {
-			v.Status, v.StatusReason, v.PreviousStatus = basalt.StatusErrorExtend, r.Error, ""
+			rule.Fail(v, r.Error)
 			return nil
 		})
 	}
 	if err != nil {
 		return err
+	}
+	if r.OK {
+		if err := f.extendedLate(ctx, r, cmd, log); err != nil {
+			return err
+		}
 	}
 	return SettleExtend(ctx, f.store, r.OpID, r.VolumeID)
 }
@@ -201,8 +221,10 @@ func SettleExtend(ctx context.Context, st *store.Store, opID, volumeID string) e
 	return st.Refund(ctx, "ext:"+opID)
 }
 
-// reverted applies a revert's outcome: both back to available, or the volume in error.
+// reverted applies a revert's outcome: both back to available, or the volume in error and the
+// snapshot available (as Cinder).
 func (f *Function) reverted(ctx context.Context, r events.Result, log *slog.Logger) error {
+	volRule, snapRule := basalt.VolumeTransitions[basalt.KindRevert], basalt.SnapshotTransitions[basalt.KindRevert]
 	op, err := f.store.Op(ctx, r.OpID)
 	if basalt.ErrorCode(err) == basalt.ENOTFOUND {
 		return nil
@@ -214,14 +236,18 @@ func (f *Function) reverted(ctx context.Context, r events.Result, log *slog.Logg
 		if v.OpID != r.OpID || op.State != basalt.OpPending {
 			return store.ErrOpFinished
 		}
-		v.OpID = ""
+		reason := "Revert to snapshot " + r.SnapshotID + " failed: " + r.Error
 		if r.OK {
-			v.Status, v.StatusReason = basalt.StatusAvailable, ""
+			volRule.Succeed(v)
 		} else {
-			v.Status, v.StatusReason = basalt.StatusError, "Revert to snapshot "+r.SnapshotID+" failed: "+r.Error
+			volRule.Fail(v, reason)
 		}
 		if s := ss[0]; s.OpID == r.OpID {
-			s.Status, s.OpID = basalt.SnapAvailable, ""
+			if r.OK {
+				snapRule.Succeed(s)
+			} else {
+				snapRule.Fail(s, reason)
+			}
 		}
 		return nil
 	}, func() *basalt.Operation {
@@ -269,13 +295,13 @@ func (f *Function) finishSnapshot(ctx context.Context, opID, snapID, state, reas
 	return err
 }
 
-// snapshotStatus sets a snapshot held by operation opID (a cascade) to status.
-func (f *Function) snapshotStatus(ctx context.Context, opID, snapID string, status basalt.SnapshotStatus, reason string) error {
+// cascadeFailed fails the delete of a snapshot held by operation opID (a cascade).
+func (f *Function) cascadeFailed(ctx context.Context, opID, snapID, reason string) error {
 	_, err := f.store.UpdateSnapshot(ctx, snapID, func(sn *basalt.Snapshot) error {
 		if sn.OpID != opID {
 			return store.ErrOpFinished
 		}
-		sn.Status, sn.StatusReason, sn.OpID = status, reason, ""
+		basalt.SnapshotTransitions[basalt.KindDeleteSnapshot].Fail(sn, reason)
 		return nil
 	}, nil)
 	if errors.Is(err, store.ErrOpFinished) || basalt.ErrorCode(err) == basalt.ENOTFOUND {

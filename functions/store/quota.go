@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/redis/go-redis/v9"
@@ -104,8 +105,9 @@ type quotaDelta struct {
 }
 
 // chargeScript checks and takes a request from a project's quotas, all or nothing, and records
-// what it took under a charge id. KEYS: limits, usage, charge. ARGV: project, volume size (0 for
-// none), default per_volume_gigabytes, then triples of resource, amount, default limit.
+// what it took under a charge id, listed as unbound until the sweep finds the record that owns
+// it. KEYS: limits, usage, charge, unbound. ARGV: project, volume size (0 for none), default
+// per_volume_gigabytes, now (ms), charge id, then triples of resource, amount, default limit.
 // Returns {} when charged, or {resource, limit, in_use, requested} of the first resource over
 // its limit.
 var chargeScript = redis.NewScript(`
@@ -121,17 +123,18 @@ if size > 0 then
   local lim = tonumber(redis.call('HGET', KEYS[1], 'per_volume_gigabytes') or ARGV[3])
   if lim >= 0 and size > lim then return {'per_volume_gigabytes', lim, 0, size} end
 end
-for i = 4, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local lim = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or ARGV[i+2])
   local used = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
   local n = tonumber(ARGV[i+1])
   if lim >= 0 and used + n > lim then return {ARGV[i], lim, used, n} end
 end
-for i = 4, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1])
   redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i+1])
 end
 redis.call('HSET', KEYS[3], '.project', ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 return {}
 `)
 
@@ -148,14 +151,15 @@ return {}
 // its limit; EINVALID for a negative amount; other errors when Redis fails or chargeID
 // belongs to another project.
 func (s *Store) Charge(ctx context.Context, project, chargeID string, r QuotaRequest, defaults map[string]int) error {
-	args := []any{project, max(r.VolumeSizeGB, 0), QuotaDefault(defaults, QuotaPerVolumeGigabytes)}
+	args := []any{project, max(r.VolumeSizeGB, 0), QuotaDefault(defaults, QuotaPerVolumeGigabytes),
+		s.Now().UnixMilli(), chargeID}
 	for _, d := range r.deltas() {
 		if d.n < 0 {
 			return basalt.Errorf(basalt.EINVALID, "Quota charge %s of %s is negative (%d).", chargeID, d.resource, d.n)
 		}
 		args = append(args, d.resource, d.n, QuotaDefault(defaults, d.resource))
 	}
-	res, err := chargeScript.Run(ctx, s.rdb, []string{quotaLimitsKey(project), quotaUsageKey(project), chargeKey(chargeID)}, args...).Slice()
+	res, err := chargeScript.Run(ctx, s.rdb, []string{quotaLimitsKey(project), quotaUsageKey(project), chargeKey(chargeID), unboundChargesKey}, args...).Slice()
 	if err != nil && strings.Contains(err.Error(), "charge is held by project") {
 		return basalt.Errorf(basalt.ECONFLICT, "Quota charge %s belongs to another project.", chargeID)
 	}
@@ -175,6 +179,26 @@ func (s *Store) Charge(ctx context.Context, project, chargeID string, r QuotaReq
 		nums[i] = int(n)
 	}
 	return overLimit(resource, nums[0], nums[1], nums[2])
+}
+
+// ForceCharge records r under chargeID as Charge does, whatever the limits: for usage that
+// exists already and that quota must count (an extend that completed on its backend after its
+// operation had been failed). It is idempotent per charge id.
+func (s *Store) ForceCharge(ctx context.Context, project, chargeID string, r QuotaRequest) error {
+	args := []any{project, 0, -1, s.Now().UnixMilli(), chargeID}
+	for _, d := range r.deltas() {
+		if d.n < 0 {
+			return basalt.Errorf(basalt.EINVALID, "Quota charge %s of %s is negative (%d).", chargeID, d.resource, d.n)
+		}
+		args = append(args, d.resource, d.n, -1)
+	}
+	// No limits key: an absent hash, so every limit is the default passed, -1 (unlimited).
+	err := chargeScript.Run(ctx, s.rdb, []string{p + "quota:no-limits", quotaUsageKey(project), chargeKey(chargeID),
+		unboundChargesKey}, args...).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("charge %s to project %s: %w", chargeID, project, err)
+	}
+	return nil
 }
 
 // overLimit returns the EOVERLIMIT error of a request for requested more of resource, whose
@@ -211,11 +235,12 @@ func overLimit(resource string, limit, used, requested int) error {
 	return basalt.Errorf(basalt.EOVERLIMIT, "%s: %s", class, msg)
 }
 
-// refundScript gives back everything a charge took and deletes its record. KEYS: charge.
-// ARGV: key prefix. The usage key is computed from the record's project; it shares the hash
+// refundScript gives back everything a charge took and deletes its record. KEYS: charge,
+// unbound. ARGV: key prefix, charge id. The usage key is computed from the record's project; it shares the hash
 // tag of the prefix, so the script stays within one Cluster slot. Returns 1 when refunded, 0
 // when there was nothing to refund.
 var refundScript = redis.NewScript(`
+redis.call('ZREM', KEYS[2], ARGV[2])
 local project = redis.call('HGET', KEYS[1], '.project')
 if not project then return 0 end
 local usage = ARGV[1] .. 'quota:' .. project .. ':usage'
@@ -234,15 +259,16 @@ return 1
 // charge. It is idempotent: refunding a charge again, or one never made, does nothing, so
 // redelivered results may refund freely.
 func (s *Store) Refund(ctx context.Context, chargeID string) error {
-	if err := refundScript.Run(ctx, s.rdb, []string{chargeKey(chargeID)}, p).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := refundScript.Run(ctx, s.rdb, []string{chargeKey(chargeID), unboundChargesKey}, p, chargeID).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("refund %s: %w", chargeID, err)
 	}
 	return nil
 }
 
 // transferScript moves a charge's amounts into another charge of the same project. KEYS:
-// from, to. Returns 1 when moved, 0 when from does not exist.
+// from, to, unbound. ARGV: from's charge id. Returns 1 when moved, 0 when from does not exist.
 var transferScript = redis.NewScript(`
+redis.call('ZREM', KEYS[3], ARGV[1])
 local project = redis.call('HGET', KEYS[1], '.project')
 if not project then return 0 end
 local owner = redis.call('HGET', KEYS[2], '.project')
@@ -263,10 +289,53 @@ return 1
 // (or refunds it when the extend failed). It is idempotent: a transfer whose source is gone
 // does nothing. Both charges must belong to the same project.
 func (s *Store) TransferCharge(ctx context.Context, from, to string) error {
-	if err := transferScript.Run(ctx, s.rdb, []string{chargeKey(from), chargeKey(to)}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := transferScript.Run(ctx, s.rdb, []string{chargeKey(from), chargeKey(to), unboundChargesKey}, from).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("transfer charge %s to %s: %w", from, to, err)
 	}
 	return nil
+}
+
+// unboundChargesKey indexes charges, by when they were made, until the sweep has seen the
+// record that owns them (SweepCharges).
+const unboundChargesKey = p + "charges:unbound"
+
+// SweepCharges settles every charge made before before that is still unbound: a charge whose
+// owner exists (the volume of "vol:<id>", the snapshot of "snap:<id>", the operation of an
+// operation's own charge such as "ext:<op>") is bound and left alone from then on; a charge
+// whose owner was never written was made by a request that died between its charge and its
+// record, and is refunded. before must be older than any request can live, so that no record
+// is still on its way. It returns the ids refunded.
+func (s *Store) SweepCharges(ctx context.Context, before time.Time) (refunded []string, err error) {
+	ids, err := s.rdb.ZRangeByScore(ctx, unboundChargesKey, &redis.ZRangeBy{Min: "-inf",
+		Max: fmt.Sprint(before.UnixMilli()), Count: 1000}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read unbound charges: %w", err)
+	}
+	for _, id := range ids {
+		kind, rest, _ := strings.Cut(id, ":")
+		key := opKey(rest)
+		switch kind {
+		case "vol":
+			key = volumeKey(rest)
+		case "snap":
+			key = snapshotKey(rest)
+		}
+		n, err := s.rdb.Exists(ctx, key).Result()
+		if err != nil {
+			return refunded, fmt.Errorf("check the owner of charge %s: %w", id, err)
+		}
+		if n > 0 {
+			if err := s.rdb.ZRem(ctx, unboundChargesKey, id).Err(); err != nil {
+				return refunded, fmt.Errorf("bind charge %s: %w", id, err)
+			}
+			continue
+		}
+		if err := s.Refund(ctx, id); err != nil {
+			return refunded, err
+		}
+		refunded = append(refunded, id)
+	}
+	return refunded, nil
 }
 
 // Charged returns the project and amounts recorded under chargeID; project is "" when there is

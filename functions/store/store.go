@@ -9,6 +9,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,6 +95,8 @@ func update[T any](ctx context.Context, rdb redis.UniversalClient, key string, n
 	fn func(v *T) error, extra func(tx redis.Pipeliner, v *T)) (*T, error) {
 	for attempt := 0; attempt < 100; attempt++ {
 		var out *T
+		var wrote []byte // the record as this attempt's transaction writes it
+		execFailed := false
 		err := rdb.Watch(ctx, func(tx *redis.Tx) error {
 			v, err := getJSON[T](ctx, tx, key)
 			if err != nil {
@@ -105,22 +108,34 @@ func update[T any](ctx context.Context, rdb redis.UniversalClient, key string, n
 			if err := fn(v); err != nil {
 				return err
 			}
+			wrote = mustJSON(v)
 			_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-				pipe.Set(ctx, key, mustJSON(v), redis.KeepTTL) // an operation record keeps its expiry
+				pipe.Set(ctx, key, wrote, redis.KeepTTL) // an operation record keeps its expiry
 				if extra != nil {
 					extra(pipe, v)
 				}
 				return nil
 			})
 			out = v
+			execFailed = err != nil && !errors.Is(err, redis.TxFailedErr)
 			return err
 		}, key)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
+		if err != nil && execFailed && landed(ctx, rdb, key, wrote) {
+			return out, nil // the transaction ran; only its reply was lost
+		}
 		return out, err
 	}
 	return nil, basalt.Errorf(basalt.ECONFLICT, "Too many concurrent updates of %s; try again.", key)
+}
+
+// landed reports whether key holds exactly what a transaction whose reply was lost wrote: the
+// transaction is all or nothing, and every record written carries its update time, so it ran.
+func landed(ctx context.Context, rdb redis.UniversalClient, key string, wrote []byte) bool {
+	b, err := rdb.Get(ctx, key).Bytes()
+	return err == nil && bytes.Equal(b, wrote)
 }
 
 // ---- volumes ----
@@ -360,6 +375,9 @@ func (s *Store) UpdateOp(ctx context.Context, id string, fn func(op *basalt.Oper
 				tx.ZAdd(ctx, opsPendingKey, redis.Z{Score: float64(op.Deadline.UnixMilli()), Member: op.ID})
 			} else {
 				tx.ZRem(ctx, opsPendingKey, op.ID)
+			}
+			if op.Send && op.State == basalt.OpPending && len(op.Command) > 0 {
+				tx.ZAdd(ctx, outboxKey, redis.Z{Score: float64(op.UpdatedAt.UnixMilli()), Member: op.ID})
 			}
 		})
 }
