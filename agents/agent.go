@@ -33,6 +33,7 @@ import (
 	"github.com/basalt-storage/basalt/agents/export"
 	"github.com/basalt-storage/basalt/drivers"
 	"github.com/basalt-storage/basalt/events"
+	"github.com/basalt-storage/basalt/internal/crash"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
@@ -108,24 +109,45 @@ func (a *Agent) Close() error {
 		_ = m.Close() // exports stay up: attached consumers keep working across restarts
 	}
 	_ = a.rdb.Close()
+	_ = a.presence.Close()
 	return nil
 }
 
 // Run runs the agent until ctx ends, then stops gracefully: it stops taking commands, lets
-// driver calls finish for up to StopGrace, and returns after every goroutine has exited.
+// driver calls finish for up to StopGrace, and returns after every goroutine has exited. It
+// stops the same way on every other return, an early failure (exports that do not start, a
+// journal it cannot read) or a heartbeat, report or consumer that fails: nothing it started,
+// a heartbeat least of all, outlives it, so a failed agent's services go down.
 func (a *Agent) Run(ctx context.Context) error {
-	// Work outlives ctx by the grace period, so a SIGTERM does not cut a driver call short.
+	// runCtx ends with ctx, with the first failure in g, and when Run returns, whatever the
+	// path; it stops the heartbeats, the reports and the consumers.
+	runCtx, stop := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(runCtx)
+	// Work outlives runCtx by the grace period, so a SIGTERM does not cut a driver call short.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	var renewers sync.WaitGroup
-	defer renewers.Wait() // after cancelWork, which stops them
-	defer cancelWork()
-	for _, b := range a.backends {
-		// Leases are renewed for as long as work runs, grace period included.
-		renewers.Add(1)
-		go func() { defer renewers.Done(); a.renewLeases(workCtx, b) }()
-	}
+	var work sync.WaitGroup // lease renewers and the grace timer
+	var subs []message.Subscriber
+	defer func() {
+		stop()
+		_ = g.Wait() // its error, if any, is what Run returned
+		for _, s := range subs {
+			_ = s.Close() // a router that ran closed them already; one that never ran did not
+		}
+		for _, b := range a.backends {
+			b.running.Wait() // cut short by cancelWork at the latest StopGrace after stop
+		}
+		cancelWork()
+		work.Wait()
+		a.logger.Info("agent stopped")
+	}()
+	work.Add(1)
 	go func() {
-		<-ctx.Done()
+		defer work.Done()
+		select {
+		case <-gctx.Done():
+		case <-workCtx.Done():
+			return
+		}
 		t := time.NewTimer(time.Duration(a.cfg.StopGrace))
 		defer t.Stop()
 		select {
@@ -134,6 +156,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-workCtx.Done():
 		}
 	}()
+	for _, b := range a.backends {
+		// Leases are renewed for as long as work runs, grace period included.
+		work.Add(1)
+		go func() { defer work.Done(); a.renewLeases(workCtx, b) }()
+	}
 
 	if err := a.startExports(workCtx); err != nil {
 		return err
@@ -147,11 +174,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		subs = append(subs, sub)
+		// The journal write runs in the message's context; the command runs in the work's,
+		// which outlives the message by the grace period.
 		router.AddConsumerHandler("agent."+b.name, events.BackendTopic(b.name), sub, func(msg *message.Message) error {
 			return a.accept(workCtx, b, msg)
 		})
 	}
-	g, gctx := errgroup.WithContext(ctx)
 	for _, b := range a.backends {
 		g.Go(func() error { return a.heartbeat(gctx, b) })
 		g.Go(func() error { return a.report(gctx, b) })
@@ -160,23 +189,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	g.Go(func() error {
-		if err := router.Run(gctx); err != nil && gctx.Err() == nil {
+		if err := events.RunRouter(gctx, router, subs...); err != nil {
 			return fmt.Errorf("agent router: %w", err)
 		}
 		return nil
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		return router.Close()
-	})
 	a.logger.Info("agent started", "backends", a.Backends())
-	err = g.Wait()
-	for _, b := range a.backends {
-		b.running.Wait()
-	}
-	cancelWork()
-	a.logger.Info("agent stopped")
-	return err
+	return g.Wait()
 }
 
 // accept journals a command and starts it; the message is then acknowledged.
@@ -192,6 +211,7 @@ func (a *Agent) accept(ctx context.Context, b *backend, msg *message.Message) er
 	if fresh {
 		a.logger.Debug("command accepted", "kind", cmd.Kind, "op_id", cmd.OpID, "backend", b.name)
 	}
+	crash.Point("agent.journaled")
 	// Already journaled: a redelivery of a command that runs here (start does nothing), or a
 	// journal write whose reply was lost, whose command nothing runs yet (start runs it).
 	a.start(ctx, b, cmd)
@@ -259,6 +279,7 @@ func (a *Agent) start(ctx context.Context, b *backend, cmd events.Command) {
 		if ctx.Err() != nil && !res.OK {
 			return // cancelled by shutdown: stays journaled
 		}
+		crash.Point("agent.executed")
 		a.finish(ctx, b, cmd, res)
 	}()
 }

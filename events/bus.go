@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -88,12 +89,21 @@ const (
 )
 
 // Publish sends v, encoded as JSON, to topic. opID and requestID travel as metadata for logs.
+// It is PublishContext without a caller's context: prefer PublishContext where there is one.
 func (b *Bus) Publish(topic, opID, requestID string, v any) error {
+	return b.PublishContext(context.Background(), topic, opID, requestID, v)
+}
+
+// PublishContext sends v, encoded as JSON, to topic, as Publish does, within ctx: the message
+// carries ctx (its Context), so the write to Redis ends when the caller's request or operation
+// does.
+func (b *Bus) PublishContext(ctx context.Context, topic, opID, requestID string, v any) error {
 	payload, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode message for %s: %w", topic, err)
 	}
 	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg.SetContext(ctx)
 	msg.Metadata.Set(MetaRequestID, requestID)
 	msg.Metadata.Set(MetaOpID, opID)
 	if err := b.pub.Publish(topic, msg); err != nil {
@@ -104,9 +114,11 @@ func (b *Bus) Publish(topic, opID, requestID string, v any) error {
 
 // Subscriber returns a new subscriber in consumer group group, with its own Redis connection.
 // consumer names this process within the group: a restarted process that keeps its name sees
-// the messages it had not acknowledged.
+// the messages it had not acknowledged. Its owner closes it once the router that runs it has
+// stopped (a router stopped by its context does not close it); closing it twice is harmless.
 func (b *Bus) Subscriber(group, consumer string) (message.Subscriber, error) {
-	return redisstream.NewSubscriber(redisstream.SubscriberConfig{
+	s := &subscriber{logger: b.logger.With("group", group, "consumer", consumer)}
+	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
 		Client:                        NewRedisClient(b.cfg.Redis),
 		ConsumerGroup:                 group,
 		Consumer:                      consumer,
@@ -115,7 +127,74 @@ func (b *Bus) Subscriber(group, consumer string) (message.Subscriber, error) {
 		BlockTime:                     b.cfg.BlockTime,
 		DisableIndefiniteInitialBlock: true,
 		Unmarshaller:                  unmarshaller{},
-	}, b.wlog)
+		ShouldStopOnReadErrors:        s.stopReading,
+	}, endLogger{b.wlog})
+	if err != nil {
+		return nil, err
+	}
+	s.Subscriber = sub
+	return s, nil
+}
+
+// subscriber subscribes until it succeeds or its context ends. A Watermill router one of whose
+// subscriptions fails (Redis away as it starts, or its context ending meanwhile) returns the
+// error but leaves goroutines waiting for that handler forever, and its Close times out. So
+// Subscribe waits out a Redis outage, as the subscriber's reads do once it runs, and a
+// subscription cut short by the end of its context is an empty, closed stream.
+type subscriber struct {
+	*redisstream.Subscriber
+	logger *slog.Logger
+	closed atomic.Bool
+}
+
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	for attempt := 1; ; attempt++ {
+		ch, err := s.Subscriber.Subscribe(ctx, topic)
+		if err == nil || s.closed.Load() {
+			return ch, err
+		}
+		if ctx.Err() == nil {
+			s.logger.Warn("subscribe; retrying", "topic", topic, "attempt", attempt, "err", err)
+		}
+		t := time.NewTimer(min(time.Duration(attempt)*100*time.Millisecond, 2*time.Second))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			closed := make(chan *message.Message)
+			close(closed)
+			return closed, nil
+		}
+	}
+}
+
+// stopReading tells the subscriber's read loop to stop at a read error that only its end
+// causes: its context ended or it is closed. It would otherwise sleep half a second first,
+// and outlive Close by as much.
+func (s *subscriber) stopReading(err error) bool {
+	return s.closed.Load() || errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed)
+}
+
+func (s *subscriber) Close() error {
+	s.closed.Store(true)
+	return s.Subscriber.Close()
+}
+
+// endLogger is a subscriber's Watermill logger. The errors that only the subscriber's end
+// causes (its context ended, it is closed), which Watermill logs as errors, it logs at debug
+// level: a subscriber that stops is no error.
+type endLogger struct{ watermill.LoggerAdapter }
+
+func (l endLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed) {
+		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"err": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l endLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return endLogger{l.LoggerAdapter.With(fields)}
 }
 
 // MetaEnvelopeError is set on a message whose stream entry did not decode as a Watermill
@@ -186,6 +265,44 @@ func (b *Bus) Router() (*message.Router, error) {
 		middleware.Recoverer,
 	)
 	return r, nil
+}
+
+// RunRouter runs router until ctx ends, then closes it and subs, the subscribers of its
+// handlers (a router stopped by its context leaves them open), and returns once the router has
+// stopped and its handlers have returned. Each handler's message carries a context that ends
+// with ctx (msg.Context()): handlers use it for their work on the message. It returns an
+// error if the router fails to start, stops on its own before ctx ends (nothing would consume
+// its topics any more), or cannot close in time.
+func RunRouter(ctx context.Context, router *message.Router, subs ...message.Subscriber) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- router.Run(ctx) }()
+	var runErr error
+	returned := false
+	select {
+	case <-ctx.Done():
+		// Close only once Run has started (or failed to): a router closed before it runs
+		// waits out its CloseTimeout for handlers that never start.
+		select {
+		case <-router.Running():
+		case runErr = <-ran:
+			returned = true
+		}
+	case runErr = <-ran:
+		returned = true
+		if runErr == nil && ctx.Err() == nil {
+			runErr = errors.New("the router stopped on its own")
+		}
+	}
+	err := router.Close()
+	if !returned {
+		runErr = <-ran
+	}
+	for _, s := range subs {
+		err = errors.Join(err, s.Close())
+	}
+	return errors.Join(runErr, err)
 }
 
 // Decode decodes a message's JSON payload into v. A payload that does not decode is a poison

@@ -40,6 +40,7 @@ func TestUndecodableEntriesAreDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer sub.Close() // after the router stopped: one stopped by its context leaves it open
 	router.AddConsumerHandler("h", topic, sub, func(msg *message.Message) error {
 		var v struct{ N int }
 		if err := events.Decode(msg, &v); err != nil {

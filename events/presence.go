@@ -49,6 +49,11 @@ func NewPresence(rdb redis.UniversalClient, now func() time.Time) *Presence {
 	return &Presence{rdb: rdb, now: now}
 }
 
+// Close closes the Redis client the Presence writes through. The owner of a Presence made with
+// a client of its own calls it once nothing runs Run or writes through it any more; a Presence
+// made with a shared client is left to that client's owner.
+func (p *Presence) Close() error { return p.rdb.Close() }
+
 // Heartbeat records that service binary on host is alive, in zone, with busy calls in flight.
 func (p *Presence) Heartbeat(ctx context.Context, binary, host, zone string, busy int) error {
 	now := p.now().UTC().UnixNano()

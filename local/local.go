@@ -140,23 +140,35 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 		g.Go(func() error { return a.Run(gctx) })
 	}
 	g.Go(func() error { return process.RunScheduler(gctx, o.Process, opts, "local", logger) })
+	listening := make(chan string, 1)
 	g.Go(func() error {
-		return process.RunAPI(gctx, o.Process, opts, logger, func(addr string) {
-			go func() {
-				backends := 0
-				for _, a := range ags {
-					backends += len(a.Backends())
-				}
-				waitForPools(gctx, opts, backends)
-				fmt.Fprintf(o.Out, "Basalt local stack is up.\n  API:   http://%s/v3\n  %s\n  Data:  %s (%s)\n"+
-					"Try:\n  curl -s -H 'X-Auth-Token: demo:demo' -H 'Content-Type: application/json' \\\n"+
-					"    -d '{\"volume\": {\"size\": 1, \"name\": \"first\"}}' http://%s/v3/volumes\n",
-					addr, redisNote, o.DataDir, dataNote, addr)
-				if o.Ready != nil {
-					o.Ready(addr)
-				}
-			}()
-		})
+		return process.RunAPI(gctx, o.Process, opts, logger, func(addr string) { listening <- addr })
+	})
+	// The banner and Ready wait for the pools in a goroutine of the group, so a stack that
+	// stops meanwhile neither waits for it nor announces itself once stopped.
+	g.Go(func() error {
+		var addr string
+		select {
+		case addr = <-listening:
+		case <-gctx.Done():
+			return nil
+		}
+		backends := 0
+		for _, a := range ags {
+			backends += len(a.Backends())
+		}
+		waitForPools(gctx, opts, backends)
+		if gctx.Err() != nil {
+			return nil
+		}
+		fmt.Fprintf(o.Out, "Basalt local stack is up.\n  API:   http://%s/v3\n  %s\n  Data:  %s (%s)\n"+
+			"Try:\n  curl -s -H 'X-Auth-Token: demo:demo' -H 'Content-Type: application/json' \\\n"+
+			"    -d '{\"volume\": {\"size\": 1, \"name\": \"first\"}}' http://%s/v3/volumes\n",
+			addr, redisNote, o.DataDir, dataNote, addr)
+		if o.Ready != nil {
+			o.Ready(addr)
+		}
+		return nil
 	})
 	return g.Wait()
 }

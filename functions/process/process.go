@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/api"
@@ -48,7 +49,9 @@ type Config struct {
 	CallTimeout       time.Duration
 	ReconcileInterval time.Duration
 	// RelayDelay is how long a command may wait in the outbox before the relay sends it.
-	RelayDelay      time.Duration
+	RelayDelay time.Duration
+	// ChargeGrace is how long a quota charge may wait for its record before it is refunded.
+	ChargeGrace     time.Duration
 	MaxAttempts     int
 	MaxVolumeSizeGB int
 	DefaultZone     string
@@ -98,6 +101,7 @@ func FromEnv() (Config, error) {
 	dur("BASALT_CALL_TIMEOUT", &c.CallTimeout)
 	dur("BASALT_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("BASALT_RELAY_DELAY", &c.RelayDelay)
+	dur("BASALT_CHARGE_GRACE", &c.ChargeGrace)
 	dur("BASALT_CLAIM_TIMEOUT", &c.ClaimTimeout)
 	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
 	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
@@ -270,41 +274,42 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 		return err
 	}
 	res := results.New(results.Config{MaxAttempts: c.MaxAttempts, ReconcileInterval: c.ReconcileInterval, OpTimeout: c.OpTimeout,
-		RelayDelay: c.RelayDelay}, st, bus, logger)
+		RelayDelay: c.RelayDelay, ChargeGrace: c.ChargeGrace}, st, bus, logger)
 	router, err := bus.Router()
 	if err != nil {
 		return err
 	}
+	// Closed by events.RunRouter once the router stops; on an early return, here.
+	var subs []message.Subscriber
+	defer func() {
+		for _, s := range subs {
+			_ = s.Close()
+		}
+	}()
 	for i := 0; i < c.Consumers; i++ {
 		name := fmt.Sprintf("%s-%d", host, i)
 		sub, err := bus.Subscriber("scheduler", name)
 		if err != nil {
 			return err
 		}
+		subs = append(subs, sub)
 		router.AddConsumerHandler("placement."+name, events.TopicScheduler, sub, place.Handle)
 		rsub, err := bus.Subscriber("results", name)
 		if err != nil {
 			return err
 		}
+		subs = append(subs, rsub)
 		router.AddConsumerHandler("results."+name, events.TopicResults, rsub, res.Handle)
 	}
 	presence := events.NewPresence(events.NewRedisClient(opts), nil)
+	defer presence.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return res.RunReconciler(gctx) })
 	g.Go(func() error { return res.RunRelay(gctx) })
 	g.Go(func() error {
 		return presence.Run(gctx, basalt.BinaryScheduler, host, basalt.DefaultZone, c.ReportInterval, nil, logger)
 	})
-	g.Go(func() error {
-		if err := router.Run(gctx); err != nil && gctx.Err() == nil {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		return router.Close()
-	})
+	g.Go(func() error { return events.RunRouter(gctx, router, subs...) })
 	logger.Info("scheduler running", "host", host, "filters", c.Scheduler.Filters, "weighers", c.Scheduler.Weighers)
 	return g.Wait()
 }
