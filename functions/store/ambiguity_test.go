@@ -28,12 +28,30 @@ func TestLostRepliesApplyOnce(t *testing.T) {
 	st, p, _ := proxied(t, nil)
 	ctx := context.Background()
 
+	// Each script runs once first: a lost reply must hit a run of the script (EVALSHA of a
+	// loaded script), not the NOSCRIPT answer that makes go-redis send it.
+	if err := st.Charge(ctx, "p", "vol:warm-up", store.QuotaRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := st.ClaimIdempotencyKey(ctx, "p", "warm-up", "tok-0", "fp", time.Minute); rec != nil || err != nil {
+		t.Fatalf("warm-up claim = %+v, %v", rec, err)
+	}
 	lost := p.LoseReplies(2, func(c redistest.Command) bool { return c.Mentions("charge:vol:v1") && c.Mentions(":limits") })
 	if err := st.Charge(ctx, "p", "vol:v1", store.QuotaRequest{Volumes: 1, Gigabytes: 5}, nil); err != nil {
 		t.Fatalf("Charge after two lost replies = %v, want the retry to succeed", err)
 	}
 	if usage, _ := st.QuotaUsage(ctx, "p"); lost() != 2 || usage[store.QuotaVolumes] != 1 || usage[store.QuotaGigabytes] != 5 {
 		t.Fatalf("after %d lost replies: usage %v, want 1 volume and 5 GB", lost(), usage)
+	}
+
+	// A claim of an Idempotency-Key whose reply was lost is this request's own on the retry,
+	// not "another request with this key is in progress".
+	lost = p.LoseReplies(1, func(c redistest.Command) bool { return c.Mentions("tok-1") && c.Mentions("idem") })
+	if rec, err := st.ClaimIdempotencyKey(ctx, "p", "key-1", "tok-1", "fp", time.Minute); rec != nil || err != nil || lost() != 1 {
+		t.Fatalf("claim after a lost reply (lost %d) = %+v, %v; want the claim", lost(), rec, err)
+	}
+	if rec, _ := st.ClaimIdempotencyKey(ctx, "p", "key-1", "tok-2", "fp", time.Minute); rec == nil || rec.Token != "tok-1" {
+		t.Fatalf("another request's claim = %+v, want the record held by tok-1", rec)
 	}
 
 	v := &basalt.Volume{ID: "v1", ProjectID: "p", Size: 5, Status: basalt.StatusAvailable, CreatedAt: time.Now()}

@@ -65,6 +65,9 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, key, token, fi
 	rec := &IdempotencyRecord{Token: h["token"], Fingerprint: h["fingerprint"], Done: h["done"] == "1",
 		Body: []byte(h["body"])}
 	rec.Status, _ = strconv.Atoi(h["status"])
+	if !rec.Done && rec.Token == token {
+		return nil, nil // our own claim: a repeat of a claim whose reply was lost
+	}
 	if hdr := h["header"]; hdr != "" {
 		if err := json.Unmarshal([]byte(hdr), &rec.Header); err != nil {
 			return nil, fmt.Errorf("decode idempotency record: %w", err)
