@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -22,7 +23,7 @@ type recordingPub struct {
 	msgs []string
 }
 
-func (p *recordingPub) Publish(topic, opID, requestID string, v any) error {
+func (p *recordingPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.msgs = append(p.msgs, topic)

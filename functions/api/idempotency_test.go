@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -18,7 +19,7 @@ type hookPub struct {
 	hook func() error
 }
 
-func (p *hookPub) Publish(topic, opID, requestID string, v any) error {
+func (p *hookPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	hook := p.hook
 	p.mu.Unlock()

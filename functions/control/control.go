@@ -42,7 +42,7 @@ func CallerFrom(ctx context.Context) Caller {
 
 // A Publisher sends a command to a topic. events.Bus implements it.
 type Publisher interface {
-	Publish(topic, opID, requestID string, v any) error
+	PublishContext(ctx context.Context, topic, opID, requestID string, v any) error
 }
 
 // Config configures the control plane.
@@ -152,7 +152,7 @@ func enqueue(op *basalt.Operation, topic string, cmd events.Command) {
 // and marks it sent. When the bus refuses it, the command stays in the outbox and the relay
 // (results.Function.RunRelay) sends it a few seconds later: the caller need not undo anything.
 func (p *Plane) send(ctx context.Context, op *basalt.Operation) {
-	if err := p.pub.Publish(op.Topic, op.ID, CallerFrom(ctx).RequestID, op.Command); err != nil {
+	if err := p.pub.PublishContext(ctx, op.Topic, op.ID, CallerFrom(ctx).RequestID, op.Command); err != nil {
 		p.logger.Warn("publish command; the relay will send it", "topic", op.Topic, "op_id", op.ID, "err", err)
 		return
 	}

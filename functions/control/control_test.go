@@ -18,7 +18,7 @@ import (
 // flakyBus fails every publish while down is set.
 type flakyBus struct{ down atomic.Bool }
 
-func (b *flakyBus) Publish(topic, opID, requestID string, v any) error {
+func (b *flakyBus) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	if b.down.Load() {
 		return errors.New("bus unreachable")
 	}

@@ -26,7 +26,7 @@ type recPub struct {
 
 type recSent struct{ topic, opID string }
 
-func (p *recPub) Publish(topic, opID, requestID string, v any) error {
+func (p *recPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {

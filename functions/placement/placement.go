@@ -49,7 +49,7 @@ func (c *Config) setDefaults() {
 
 // Publisher sends a message to a topic (events.Bus).
 type Publisher interface {
-	Publish(topic, opID, requestID string, v any) error
+	PublishContext(ctx context.Context, topic, opID, requestID string, v any) error
 }
 
 // Function places volumes.
@@ -297,7 +297,7 @@ func handoverOp(op *basalt.Operation, cmd events.Command) *basalt.Operation {
 // publish that fails is left to the relay, which sends every command written and not marked
 // sent; agents are idempotent by operation id, so a command sent twice runs once.
 func (f *Function) handOver(ctx context.Context, op *basalt.Operation) error {
-	if err := f.pub.Publish(op.Topic, op.ID, op.RequestID, op.Command); err != nil {
+	if err := f.pub.PublishContext(ctx, op.Topic, op.ID, op.RequestID, op.Command); err != nil {
 		f.logger.Warn("hand a placed command over; the relay will send it", "topic", op.Topic, "op_id", op.ID, "err", err)
 		return nil
 	}

@@ -28,7 +28,7 @@ type sentMsg struct {
 	cmd   events.Command
 }
 
-func (s *sent) Publish(topic, opID, requestID string, v any) error {
+func (s *sent) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

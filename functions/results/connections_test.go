@@ -20,7 +20,7 @@ type recordingPub struct {
 	cmds []events.Command
 }
 
-func (p *recordingPub) Publish(topic, opID, requestID string, v any) error {
+func (p *recordingPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch c := v.(type) {

@@ -60,7 +60,7 @@ func (f *Function) removeUnowned(ctx context.Context, r events.Result, cmd event
 	log.Warn("removing a volume whose create succeeded after its operation ended", "host", r.Host)
 	undo := events.Command{OpID: r.OpID + "-undo", RequestID: r.RequestID, Kind: events.KindDeleteVolume,
 		VolumeID: r.VolumeID, ProjectID: cmd.ProjectID, Backend: r.Backend}
-	return f.pub.Publish(events.BackendTopic(r.Backend), undo.OpID, undo.RequestID, undo)
+	return f.pub.PublishContext(ctx, events.BackendTopic(r.Backend), undo.OpID, undo.RequestID, undo)
 }
 
 // unowned reports whether a volume that a successful create made on backend belongs to no
@@ -283,5 +283,5 @@ func (f *Function) snapshotCreatedLate(ctx context.Context, r events.Result, cmd
 	log.Warn("removing a snapshot whose create succeeded after its operation ended", "snapshot_id", r.SnapshotID)
 	undo := cmd
 	undo.OpID, undo.Kind, undo.Backend = r.OpID+"-undo", events.KindDeleteSnapshot, r.Backend
-	return f.pub.Publish(events.BackendTopic(r.Backend), undo.OpID, undo.RequestID, undo)
+	return f.pub.PublishContext(ctx, events.BackendTopic(r.Backend), undo.OpID, undo.RequestID, undo)
 }

@@ -37,7 +37,7 @@ type published struct {
 	cmd   events.Command
 }
 
-func (p *leasePub) Publish(topic, opID, requestID string, v any) error {
+func (p *leasePub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := v.(events.Command); ok {

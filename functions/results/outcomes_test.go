@@ -25,7 +25,7 @@ type outPub struct {
 	msgs []published
 }
 
-func (p *outPub) Publish(topic, opID, requestID string, v any) error {
+func (p *outPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

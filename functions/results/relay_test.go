@@ -21,7 +21,7 @@ type topicPub struct {
 	fail bool
 }
 
-func (p *topicPub) Publish(topic, opID, requestID string, v any) error {
+func (p *topicPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail {

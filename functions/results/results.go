@@ -66,7 +66,7 @@ func (c *Config) setDefaults() {
 
 // Publisher sends a message to a topic (events.Bus).
 type Publisher interface {
-	Publish(topic, opID, requestID string, v any) error
+	PublishContext(ctx context.Context, topic, opID, requestID string, v any) error
 }
 
 // Function applies results.
