@@ -487,28 +487,10 @@ func (a *Agent) reportOnce(ctx context.Context, b *backend) error {
 	if err != nil {
 		return err
 	}
-	stats.VolumeBackendName = b.cfg.VolumeBackendName
-	stats.StorageProtocol = storageProtocol(b, stats.StorageProtocol)
-	if _, ok := b.driver.(drivers.Pather); ok {
-		for i := range stats.Pools {
-			stats.Pools[i].Multiattach = true // the agent's exports serve any number of consumers
-		}
+	rep, err := capabilityReport(b, stats)
+	if err != nil {
+		return err
 	}
-	rep := events.CapabilityReport{Backend: b.name, Zone: a.cfg.Zone}
-	for _, p := range stats.Pools {
-		c := stats.Capabilities(p)
-		for k, v := range b.cfg.ExtraCapabilities {
-			c[k] = v
-		}
-		c["location_info"] = fmt.Sprintf("%s:%s:%s", b.cfg.Driver, b.name, p.Name)
-		// Round-trip through JSON so the scheduler sees the same types whether it reads the
-		// report from Redis or not.
-		raw, _ := json.Marshal(c)
-		var norm basalt.Capabilities
-		if err := json.Unmarshal(raw, &norm); err != nil {
-			return err
-		}
-		rep.Pools = append(rep.Pools, norm)
-	}
+	rep.Zone = a.cfg.Zone
 	return a.presence.Report(ctx, rep)
 }

@@ -219,12 +219,15 @@ func openDriver(c *Config, b BackendConfig, logger *slog.Logger) (drivers.Driver
 			// Fail makes every call of an operation ("create", "extend", ...) fail with the
 			// given message: failure drills and tests.
 			Fail map[string]string `json:"fail"`
+			// Stats is the raw report the driver sends instead of its own, as a Cinder
+			// driver's get_volume_stats() returns it (fake.Config.Stats): scheduler tests.
+			Stats map[string]any `json:"stats"`
 		}
 		if err := decodeOptions(b, &o); err != nil {
 			return nil, err
 		}
 		cfg := fake.Config{Pools: o.Pools, TotalCapacityGB: o.TotalCapacityGB,
-			BackendName: b.VolumeBackendName, Latency: time.Duration(o.Latency)}
+			BackendName: b.VolumeBackendName, Latency: time.Duration(o.Latency), Stats: o.Stats}
 		if len(o.Fail) > 0 {
 			cfg.Fail = func(op, id string) error {
 				if msg, ok := o.Fail[op]; ok {

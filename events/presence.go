@@ -26,12 +26,22 @@ func ServiceKey(binary, host string) string { return KeyPrefix + "svc:" + binary
 // CapabilitiesKey holds the latest capability report of one backend (host@backend), as JSON.
 func CapabilitiesKey(backend string) string { return KeyPrefix + "caps:" + backend }
 
-// A CapabilityReport is what an agent reports for one backend.
+// A CapabilityReport is what an agent reports for one backend: its driver's report as Cinder's
+// volume manager sends it to the scheduler, raw. Capabilities holds the backend-level keys and
+// Pools the pools, each as reported: a key the driver does not report is absent, and no
+// backend-level key is merged into the pools here. The reader builds each pool's capabilities
+// as Cinder's scheduler host manager does (functions/store.PoolsFromReport).
 type CapabilityReport struct {
-	Backend   string                `json:"backend"`
-	Zone      string                `json:"zone"`
-	Timestamp time.Time             `json:"timestamp"`
-	Pools     []basalt.Capabilities `json:"pools"`
+	Backend   string    `json:"backend"`
+	Zone      string    `json:"zone"`
+	Timestamp time.Time `json:"timestamp"`
+	// Capabilities holds the backend-level keys (volume_backend_name, vendor_name,
+	// driver_version, storage_protocol, ...). Reports written before it existed have none:
+	// their pools carry the backend's keys.
+	Capabilities basalt.Capabilities `json:"capabilities,omitempty"`
+	// Pools holds the pools' keys. null, with Capabilities, is a driver that reports no pools
+	// (the backend is its own single pool); [] is a backend without pools.
+	Pools []basalt.Capabilities `json:"pools"`
 }
 
 // Presence writes heartbeats and capability reports. It is safe for concurrent use; give it a

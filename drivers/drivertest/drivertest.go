@@ -9,6 +9,7 @@
 package drivertest
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -113,22 +114,36 @@ func caps(t *testing.T, d drivers.Driver) basalt.BackendStats {
 	return s
 }
 
-// poolStats returns the stats of the named pool or fails the test.
-func poolStats(t *testing.T, d drivers.Driver, name string) basalt.PoolStats {
+// poolStats returns the report of the named pool or fails the test.
+func poolStats(t *testing.T, d drivers.Driver, name string) basalt.Capabilities {
 	t.Helper()
 	for _, p := range caps(t, d).Pools {
-		if p.Name == name {
+		if p["pool_name"] == name {
 			return p
 		}
 	}
 	t.Fatalf("Capabilities() has no pool %q", name)
-	return basalt.PoolStats{}
+	return nil
+}
+
+// poolNames returns the names of d's pools, in report order.
+func poolNames(t *testing.T, d drivers.Driver) []string {
+	t.Helper()
+	var names []string
+	for _, p := range caps(t, d).Pools {
+		name, ok := p["pool_name"].(string)
+		if !ok {
+			t.Fatalf("Capabilities() reports a pool without a string pool_name: %v", p)
+		}
+		names = append(names, name)
+	}
+	return names
 }
 
 // firstPool returns the name of d's first pool.
 func firstPool(t *testing.T, d drivers.Driver) string {
 	t.Helper()
-	return caps(t, d).Pools[0].Name
+	return poolNames(t, d)[0]
 }
 
 // create creates a volume and fails the test on error.
@@ -173,11 +188,11 @@ func wantMissing(t *testing.T, d drivers.Driver, id string) {
 func wantUsage(t *testing.T, d drivers.Driver, pool string, vols int, gb float64) {
 	t.Helper()
 	p := poolStats(t, d, pool)
-	if p.TotalVolumes != vols {
-		t.Errorf("Capabilities() pool %q total_volumes = %d, want %d", pool, p.TotalVolumes, vols)
+	if n, _ := p.Number("total_volumes"); n != float64(vols) {
+		t.Errorf("Capabilities() pool %q total_volumes = %v, want %d", pool, p["total_volumes"], vols)
 	}
-	if p.ProvisionedCapacityGB != gb {
-		t.Errorf("Capabilities() pool %q provisioned_capacity_gb = %v, want %v", pool, p.ProvisionedCapacityGB, gb)
+	if n, _ := p.Number("provisioned_capacity_gb"); n != gb {
+		t.Errorf("Capabilities() pool %q provisioned_capacity_gb = %v, want %v", pool, p["provisioned_capacity_gb"], gb)
 	}
 }
 
@@ -191,45 +206,66 @@ func extender(t *testing.T, d drivers.Driver) drivers.Extender {
 	return x
 }
 
+// testCapabilitiesSane checks the report a conforming driver sends: the backend-level keys
+// Cinder's scheduler gives every pool, and the capacity keys of every pool as numbers (a
+// Basalt driver knows its capacity: no "infinite" or "unknown"), all of it JSON.
 func testCapabilitiesSane(t *testing.T, d drivers.Driver) {
 	s := caps(t, d)
-	if s.VendorName == "" {
-		t.Errorf("Capabilities() vendor_name is empty")
+	if _, err := json.Marshal(s); err != nil {
+		t.Errorf("Capabilities() is not JSON: %v", err)
 	}
-	if s.DriverVersion == "" {
-		t.Errorf("Capabilities() driver_version is empty")
+	for _, k := range []string{"vendor_name", "driver_version", "storage_protocol"} {
+		if v, _ := s.Backend[k].(string); v == "" {
+			t.Errorf("Capabilities() backend-level %s = %#v, want a non-empty string", k, s.Backend[k])
+		}
 	}
-	if s.StorageProtocol == "" {
-		t.Errorf("Capabilities() storage_protocol is empty")
+	if _, ok := s.Backend["pools"]; ok {
+		t.Errorf("Capabilities() backend-level keys hold \"pools\"; pools go in BackendStats.Pools")
 	}
 	seen := map[string]bool{}
 	for _, p := range s.Pools {
-		if p.Name == "" {
-			t.Errorf("Capabilities() reports a pool with an empty name: %+v", p)
+		name, _ := p["pool_name"].(string)
+		if name == "" {
+			t.Errorf("Capabilities() reports a pool without a non-empty string pool_name: %v", p)
 		}
-		if seen[p.Name] {
-			t.Errorf("Capabilities() reports pool %q twice", p.Name)
+		if seen[name] {
+			t.Errorf("Capabilities() reports pool %q twice", name)
 		}
-		seen[p.Name] = true
-		if p.TotalCapacityGB <= 0 {
-			t.Errorf("Capabilities() pool %q total_capacity_gb = %v, want > 0", p.Name, p.TotalCapacityGB)
+		seen[name] = true
+		num := func(key string) float64 {
+			f, ok := p.Number(key)
+			if !ok {
+				t.Errorf("Capabilities() pool %q %s = %#v, want a number", name, key, p[key])
+			}
+			return f
 		}
-		if p.FreeCapacityGB < 0 || p.FreeCapacityGB > p.TotalCapacityGB {
-			t.Errorf("Capabilities() pool %q free_capacity_gb = %v, want within [0, total %v]",
-				p.Name, p.FreeCapacityGB, p.TotalCapacityGB)
+		total, free := num("total_capacity_gb"), num("free_capacity_gb")
+		if !(total > 0) {
+			t.Errorf("Capabilities() pool %q total_capacity_gb = %v, want > 0", name, total)
 		}
-		if p.ProvisionedCapacityGB != 0 || p.TotalVolumes != 0 {
-			t.Errorf("Capabilities() pool %q of an empty backend reports provisioned_capacity_gb = %v, total_volumes = %d, want 0, 0",
-				p.Name, p.ProvisionedCapacityGB, p.TotalVolumes)
+		if !(free >= 0 && free <= total) {
+			t.Errorf("Capabilities() pool %q free_capacity_gb = %v, want within [0, total %v]", name, free, total)
 		}
-		if p.ReservedPercentage < 0 || p.ReservedPercentage > 100 {
-			t.Errorf("Capabilities() pool %q reserved_percentage = %d, want within [0, 100]", p.Name, p.ReservedPercentage)
+		if prov, vols := num("provisioned_capacity_gb"), num("total_volumes"); prov != 0 || vols != 0 {
+			t.Errorf("Capabilities() pool %q of an empty backend reports provisioned_capacity_gb = %v, total_volumes = %v, want 0, 0",
+				name, prov, vols)
 		}
-		if p.MaxOverSubscriptionRatio < 1 {
-			t.Errorf("Capabilities() pool %q max_over_subscription_ratio = %v, want >= 1", p.Name, p.MaxOverSubscriptionRatio)
+		if r := num("reserved_percentage"); !(r >= 0 && r <= 100) {
+			t.Errorf("Capabilities() pool %q reserved_percentage = %v, want within [0, 100]", name, r)
 		}
-		if !p.ThinProvisioningSupport && !p.ThickProvisioningSupport {
-			t.Errorf("Capabilities() pool %q supports neither thin nor thick provisioning", p.Name)
+		if r := num("max_over_subscription_ratio"); !(r >= 1) {
+			t.Errorf("Capabilities() pool %q max_over_subscription_ratio = %v, want >= 1", name, r)
+		}
+		thin, okThin := p["thin_provisioning_support"].(bool)
+		thick, okThick := p["thick_provisioning_support"].(bool)
+		if !okThin || !okThick {
+			t.Errorf("Capabilities() pool %q thin/thick_provisioning_support = %#v/%#v, want booleans",
+				name, p["thin_provisioning_support"], p["thick_provisioning_support"])
+		} else if !thin && !thick {
+			t.Errorf("Capabilities() pool %q supports neither thin nor thick provisioning", name)
+		}
+		if _, ok := p["allocated_capacity_gb"]; ok {
+			t.Errorf("Capabilities() pool %q reports allocated_capacity_gb; the scheduler's ledger supplies it", name)
 		}
 	}
 }
@@ -239,9 +275,11 @@ func testCapabilitiesCountVolumes(t *testing.T, d drivers.Driver) {
 	create(t, d, basalt.VolumeSpec{ID: volumeID(1), SizeGB: 1, Pool: pool})
 	create(t, d, basalt.VolumeSpec{ID: volumeID(2), SizeGB: 2, Pool: pool})
 	wantUsage(t, d, pool, 2, 3)
-	if p := poolStats(t, d, pool); p.FreeCapacityGB < 0 || p.FreeCapacityGB > p.TotalCapacityGB {
+	p := poolStats(t, d, pool)
+	total, _ := p.Number("total_capacity_gb")
+	if free, _ := p.Number("free_capacity_gb"); !(free >= 0 && free <= total) {
 		t.Errorf("Capabilities() pool %q free_capacity_gb = %v, want within [0, total %v]",
-			pool, p.FreeCapacityGB, p.TotalCapacityGB)
+			pool, p["free_capacity_gb"], p["total_capacity_gb"])
 	}
 	if err := d.DeleteVolume(t.Context(), volumeID(1)); err != nil {
 		t.Fatalf("DeleteVolume(%q) = %v, want nil", volumeID(1), err)
@@ -277,14 +315,14 @@ func testCreateConflictingSize(t *testing.T, d drivers.Driver) {
 }
 
 func testCreateConflictingPool(t *testing.T, d drivers.Driver) {
-	pools := caps(t, d).Pools
+	pools := poolNames(t, d)
 	if len(pools) < 2 {
 		t.Skipf("driver reports %d pool, need 2", len(pools))
 	}
-	spec := basalt.VolumeSpec{ID: volumeID(1), SizeGB: 1, Pool: pools[0].Name}
+	spec := basalt.VolumeSpec{ID: volumeID(1), SizeGB: 1, Pool: pools[0]}
 	create(t, d, spec)
 	other := spec
-	other.Pool = pools[1].Name
+	other.Pool = pools[1]
 	err := d.CreateVolume(t.Context(), other)
 	wantCode(t, fmt.Sprintf("CreateVolume(%+v) over a volume in pool %q", other, spec.Pool), err, basalt.ECONFLICT)
 	wantSpec(t, d, spec)

@@ -50,10 +50,10 @@ func wantList(t *testing.T, d drivers.Driver, l drivers.Lister, want ...basalt.V
 func testListVolumes(t *testing.T, d drivers.Driver) {
 	l := lister(t, d)
 	wantList(t, d, l)
-	pools := caps(t, d).Pools
-	a := basalt.VolumeSpec{ID: volumeID(1), SizeGB: 1, Pool: pools[0].Name}
-	b := basalt.VolumeSpec{ID: volumeID(2), SizeGB: 2, Pool: pools[len(pools)-1].Name}
-	c := basalt.VolumeSpec{ID: volumeID(3), SizeGB: 1, Pool: pools[0].Name}
+	pools := poolNames(t, d)
+	a := basalt.VolumeSpec{ID: volumeID(1), SizeGB: 1, Pool: pools[0]}
+	b := basalt.VolumeSpec{ID: volumeID(2), SizeGB: 2, Pool: pools[len(pools)-1]}
+	c := basalt.VolumeSpec{ID: volumeID(3), SizeGB: 1, Pool: pools[0]}
 	for _, v := range []basalt.VolumeSpec{a, b, c} {
 		create(t, d, v)
 	}

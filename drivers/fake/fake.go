@@ -7,7 +7,9 @@ package fake
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -61,9 +63,26 @@ type Config struct {
 	// returned as is and the call changes nothing. Fail is called from many goroutines at once
 	// and must be safe for concurrent use.
 	Fail func(op, id string) error
+	// Stats, if set, is the report Capabilities returns instead of its own, as a Cinder
+	// driver's get_volume_stats() would return it: backend-level keys and, under "pools", a
+	// list of pool dictionaries (absent or null: a driver that reports no pools). Keys and
+	// values are reported as they are, whatever they say ("infinite", null, "10", missing
+	// keys), and do not follow the volumes created: scheduler and report-path tests use it.
+	// It must be JSON. Pools defaults to its pools' names.
+	Stats map[string]any
 }
 
 func (c *Config) setDefaults() {
+	if len(c.Pools) == 0 && c.Stats != nil {
+		l, _ := c.Stats["pools"].([]any)
+		for _, p := range l {
+			if m, ok := p.(map[string]any); ok {
+				if name, ok := m["pool_name"].(string); ok && name != "" && !slices.Contains(c.Pools, name) {
+					c.Pools = append(c.Pools, name)
+				}
+			}
+		}
+	}
 	if len(c.Pools) == 0 {
 		c.Pools = []string{"pool"}
 	}
@@ -98,6 +117,8 @@ func (c Config) Validate() error {
 type Driver struct {
 	cfg    Config
 	logger *slog.Logger
+
+	stats []byte // Config.Stats as JSON, decoded afresh for every report
 
 	mu    sync.Mutex
 	vols  map[string]*volume   // by id
@@ -151,41 +172,78 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, logger: logger.With("driver", "fake"), vols: map[string]*volume{}, snaps: map[string]*snapshot{}}, nil
+	d := &Driver{cfg: cfg, logger: logger.With("driver", "fake"), vols: map[string]*volume{}, snaps: map[string]*snapshot{}}
+	if cfg.Stats != nil {
+		b, err := json.Marshal(cfg.Stats)
+		if err == nil {
+			_, err = decodeStats(b)
+		}
+		if err != nil {
+			return nil, basalt.Errorf(basalt.EINVALID, "fake driver: stats: %v.", err)
+		}
+		d.stats = b
+	}
+	return d, nil
+}
+
+// decodeStats decodes a raw report: backend-level keys, and pools from "pools".
+func decodeStats(b []byte) (basalt.BackendStats, error) {
+	var raw struct {
+		Pools []basalt.Capabilities `json:"pools"`
+	}
+	var backend basalt.Capabilities
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return basalt.BackendStats{}, fmt.Errorf(`"pools" must be a list of objects: %w`, err)
+	}
+	if err := json.Unmarshal(b, &backend); err != nil {
+		return basalt.BackendStats{}, err
+	}
+	delete(backend, "pools")
+	return basalt.BackendStats{Backend: backend, Pools: raw.Pools}, nil
 }
 
 // Capabilities reports every pool: provisioned capacity is the sizes of its volumes and
 // snapshots together, free capacity is total minus provisioned (thick provisioning), and
-// total_volumes counts volumes only. It is safe for concurrent use and does not wait for Latency.
+// total_volumes counts volumes only; online extend is supported, multiattach and QoS are not.
+// With Config.Stats it reports that instead. It is safe for concurrent use and does not wait
+// for Latency.
 func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) {
 	if err := ctx.Err(); err != nil {
 		return basalt.BackendStats{}, err
 	}
+	if d.stats != nil {
+		return decodeStats(d.stats)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	pools := make([]basalt.PoolStats, 0, len(d.cfg.Pools))
+	pools := make([]basalt.Capabilities, 0, len(d.cfg.Pools))
 	for _, name := range d.cfg.Pools {
 		used, n := d.usage(name)
-		pools = append(pools, basalt.PoolStats{
-			Name:                     name,
-			TotalCapacityGB:          d.cfg.TotalCapacityGB,
-			FreeCapacityGB:           max(d.cfg.TotalCapacityGB-float64(used), 0),
-			ProvisionedCapacityGB:    float64(used),
-			ReservedPercentage:       0,
-			MaxOverSubscriptionRatio: 1,
-			ThinProvisioningSupport:  false,
-			ThickProvisioningSupport: true,
-			TotalVolumes:             n,
+		pools = append(pools, basalt.Capabilities{
+			"pool_name":                   name,
+			"total_capacity_gb":           d.cfg.TotalCapacityGB,
+			"free_capacity_gb":            max(d.cfg.TotalCapacityGB-float64(used), 0),
+			"provisioned_capacity_gb":     float64(used),
+			"reserved_percentage":         0,
+			"max_over_subscription_ratio": 1.0,
+			"thin_provisioning_support":   false,
+			"thick_provisioning_support":  true,
+			"total_volumes":               n,
+			"multiattach":                 false,
+			"QoS_support":                 false,
+			"online_extend_support":       true,
+			"backend_state":               "up",
 		})
 	}
-	return basalt.BackendStats{
-		VolumeBackendName:   d.cfg.BackendName,
-		VendorName:          VendorName,
-		DriverVersion:       DriverVersion,
-		StorageProtocol:     StorageProtocol,
-		OnlineExtendSupport: true,
-		Pools:               pools,
-	}, nil
+	backend := basalt.Capabilities{
+		"vendor_name":      VendorName,
+		"driver_version":   DriverVersion,
+		"storage_protocol": StorageProtocol,
+	}
+	if d.cfg.BackendName != "" {
+		backend["volume_backend_name"] = d.cfg.BackendName
+	}
+	return basalt.BackendStats{Backend: backend, Pools: pools}, nil
 }
 
 // usage returns the GiB provisioned in pool (volumes and snapshots) and its number of volumes.

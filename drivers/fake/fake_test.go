@@ -3,6 +3,7 @@ package fake_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -53,9 +54,13 @@ func TestThickCapacity(t *testing.T) {
 	}
 	want := map[string][3]float64{"a": {10, 0, 10}, "b": {10, 0, 10}} // total, free, provisioned
 	for _, p := range s.Pools {
-		got := [3]float64{p.TotalCapacityGB, p.FreeCapacityGB, p.ProvisionedCapacityGB}
-		if got != want[p.Name] || p.ThinProvisioningSupport || !p.ThickProvisioningSupport {
-			t.Errorf("Capabilities() pool %q = %+v, want total, free, provisioned %v, thick only", p.Name, p, want[p.Name])
+		name, _ := p["pool_name"].(string)
+		var got [3]float64
+		for i, k := range []string{"total_capacity_gb", "free_capacity_gb", "provisioned_capacity_gb"} {
+			got[i], _ = p.Number(k)
+		}
+		if got != want[name] || p["thin_provisioning_support"] != false || p["thick_provisioning_support"] != true {
+			t.Errorf("Capabilities() pool %q = %v, want total, free, provisioned %v, thick only", name, p, want[name])
 		}
 	}
 	if err := d.DeleteVolume(ctx, "v2"); err != nil {
@@ -167,8 +172,8 @@ func TestInjectedFailure(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
-	if p := s.Pools[0]; p.TotalVolumes != 0 || p.ProvisionedCapacityGB != 0 {
-		t.Errorf("Capabilities() after a failed create = %d volumes, %v GiB; want none", p.TotalVolumes, p.ProvisionedCapacityGB)
+	if p := s.Pools[0]; p["total_volumes"] != 0 || p["provisioned_capacity_gb"] != 0.0 {
+		t.Errorf("Capabilities() after a failed create = %v volumes, %v GiB; want none", p["total_volumes"], p["provisioned_capacity_gb"])
 	}
 	good := basalt.VolumeSpec{ID: "good", SizeGB: 1, Pool: "pool"}
 	if err := d.CreateVolume(ctx, good); err != nil {
@@ -235,5 +240,48 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("New(%+v) = %v, want code %q", tt.cfg, err, basalt.EINVALID)
 			}
 		})
+	}
+}
+
+// TestStatsReportedRaw: with Config.Stats the driver reports that map as it is (every call a
+// fresh copy), whatever it says, and its pools become the driver's pools.
+func TestStatsReportedRaw(t *testing.T) {
+	stats := map[string]any{
+		"vendor_name": nil, "storage_protocol": "iscsi", "online_extend_support": false,
+		"pools": []any{
+			map[string]any{"pool_name": "a", "total_capacity_gb": "infinite", "free_capacity_gb": "unknown"},
+			map[string]any{"pool_name": "b", "total_capacity_gb": "100", "multiattach": nil},
+		},
+	}
+	d := newDriver(t, fake.Config{Stats: stats})
+	s, err := d.Capabilities(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBackend := basalt.Capabilities{"vendor_name": nil, "storage_protocol": "iscsi", "online_extend_support": false}
+	wantPools := []basalt.Capabilities{
+		{"pool_name": "a", "total_capacity_gb": "infinite", "free_capacity_gb": "unknown"},
+		{"pool_name": "b", "total_capacity_gb": "100", "multiattach": nil},
+	}
+	if !reflect.DeepEqual(s.Backend, wantBackend) || !reflect.DeepEqual(s.Pools, wantPools) {
+		t.Errorf("Capabilities() = %v, %v; want %v, %v", s.Backend, s.Pools, wantBackend, wantPools)
+	}
+	s.Pools[0]["pool_name"] = "changed"
+	if again, _ := d.Capabilities(t.Context()); again.Pools[0]["pool_name"] != "a" {
+		t.Errorf("a caller's change to a report shows in the next one: %v", again.Pools[0])
+	}
+	if err := d.CreateVolume(t.Context(), basalt.VolumeSpec{ID: "v", SizeGB: 1, Pool: "b"}); err != nil {
+		t.Errorf("CreateVolume in the reported pool b = %v, want nil", err)
+	}
+
+	// No "pools": a driver that reports none (nil, not empty).
+	d = newDriver(t, fake.Config{Stats: map[string]any{"total_capacity_gb": 10}})
+	if s, _ := d.Capabilities(t.Context()); s.Pools != nil || s.Backend["total_capacity_gb"] != 10.0 {
+		t.Errorf("Capabilities() without pools = %v, %#v; want the backend's keys and nil pools", s.Backend, s.Pools)
+	}
+	for _, bad := range []map[string]any{{"pools": "x"}, {"pools": []any{1}}, {"x": func() {}}} {
+		if _, err := fake.New(fake.Config{Stats: bad}, nil); basalt.ErrorCode(err) != basalt.EINVALID {
+			t.Errorf("New(Stats %v) = %v, want code %q", bad, err, basalt.EINVALID)
+		}
 	}
 }

@@ -124,8 +124,8 @@ func TestSnapshotCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
-	if p := s.Pools[0]; p.TotalVolumes != 1 || p.ProvisionedCapacityGB != 8 || p.FreeCapacityGB != 2 {
-		t.Errorf("Capabilities() = %d volumes, %v GiB provisioned, %v GiB free; want 1, 8, 2", p.TotalVolumes, p.ProvisionedCapacityGB, p.FreeCapacityGB)
+	if p := s.Pools[0]; p["total_volumes"] != 1 || p["provisioned_capacity_gb"] != 8.0 || p["free_capacity_gb"] != 2.0 {
+		t.Errorf("Capabilities() = %v volumes, %v GiB provisioned, %v GiB free; want 1, 8, 2", p["total_volumes"], p["provisioned_capacity_gb"], p["free_capacity_gb"])
 	}
 	if err := d.DeleteSnapshot(ctx, "s1"); err != nil {
 		t.Fatalf("DeleteSnapshot(s1) = %v, want nil", err)

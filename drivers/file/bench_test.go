@@ -32,7 +32,7 @@ func benchSnapshotClone(b *testing.B, root string) {
 			d := newDriverIn(b, root, file.Config{DisableReflink: mode == "copy"})
 			if s, err := d.Capabilities(b.Context()); err != nil {
 				b.Fatalf("Capabilities() = %v, want nil", err)
-			} else if reflink := s.Pools[0].Extra["reflink"] == true; reflink != (mode == "reflink") {
+			} else if reflink := s.Pools[0]["reflink"] == true; reflink != (mode == "reflink") {
 				b.Skipf("the filesystem of %s cannot reflink", root)
 			}
 			for _, gb := range []int{1, 10, 100} {

@@ -320,8 +320,8 @@ func checkSize(gb int) error {
 // Capabilities reports the single pool: total and free capacity of the filesystem holding Dir
 // (free as available to unprivileged users, so it counts the space snapshots use), rounded to 2
 // decimals; provisioned capacity as the sizes of the volume and snapshot files together; the
-// count of volume files (snapshots are not volumes); and in Extra, "reflink": whether snapshots
-// and clones share extents. It is safe for concurrent use and does not modify anything.
+// count of volume files (snapshots are not volumes); online_extend_support false, in the pool
+// where Cinder's scheduler reads it; and "reflink": whether snapshots and clones share extents. It is safe for concurrent use and does not modify anything.
 func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) {
 	if err := ctx.Err(); err != nil {
 		return basalt.BackendStats{}, err
@@ -356,24 +356,30 @@ func (d *Driver) Capabilities(ctx context.Context) (basalt.BackendStats, error) 
 			count++
 		}
 	}
-	return basalt.BackendStats{
-		VolumeBackendName: d.cfg.BackendName,
-		VendorName:        VendorName,
-		DriverVersion:     DriverVersion,
-		StorageProtocol:   StorageProtocol,
-		Pools: []basalt.PoolStats{{
-			Name:                     d.cfg.Pool,
-			TotalCapacityGB:          roundGB(float64(st.Blocks * bsize)),
-			FreeCapacityGB:           roundGB(float64(st.Bavail * bsize)),
-			ProvisionedCapacityGB:    float64(provisioned) / gib,
-			ReservedPercentage:       d.cfg.ReservedPercentage,
-			MaxOverSubscriptionRatio: d.cfg.MaxOverSubscriptionRatio,
-			ThinProvisioningSupport:  true,
-			ThickProvisioningSupport: false,
-			TotalVolumes:             count,
-			Extra:                    map[string]any{"reflink": d.reflink},
-		}},
-	}, nil
+	backend := basalt.Capabilities{
+		"vendor_name":      VendorName,
+		"driver_version":   DriverVersion,
+		"storage_protocol": StorageProtocol,
+	}
+	if d.cfg.BackendName != "" {
+		backend["volume_backend_name"] = d.cfg.BackendName
+	}
+	return basalt.BackendStats{Backend: backend, Pools: []basalt.Capabilities{{
+		"pool_name":                   d.cfg.Pool,
+		"total_capacity_gb":           roundGB(float64(st.Blocks * bsize)),
+		"free_capacity_gb":            roundGB(float64(st.Bavail * bsize)),
+		"provisioned_capacity_gb":     float64(provisioned) / gib,
+		"reserved_percentage":         d.cfg.ReservedPercentage,
+		"max_over_subscription_ratio": d.cfg.MaxOverSubscriptionRatio,
+		"thin_provisioning_support":   true,
+		"thick_provisioning_support":  false,
+		"total_volumes":               count,
+		"multiattach":                 false,
+		"QoS_support":                 false,
+		"online_extend_support":       false,
+		"backend_state":               "up",
+		"reflink":                     d.reflink,
+	}}}, nil
 }
 
 // roundGB converts bytes to GiB rounded to 2 decimals.

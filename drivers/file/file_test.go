@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -202,9 +203,9 @@ func TestCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
-	if s.VolumeBackendName != "files" || s.VendorName != "Basalt" || s.DriverVersion != "1.0.0" || s.StorageProtocol != "file" {
-		t.Errorf("Capabilities() backend facts = %q, %q, %q, %q; want files, Basalt, 1.0.0, file",
-			s.VolumeBackendName, s.VendorName, s.DriverVersion, s.StorageProtocol)
+	wantBackend := basalt.Capabilities{"volume_backend_name": "files", "vendor_name": "Basalt", "driver_version": "1.0.0", "storage_protocol": "file"}
+	if !reflect.DeepEqual(s.Backend, wantBackend) {
+		t.Errorf("Capabilities() backend-level keys = %v; want %v", s.Backend, wantBackend)
 	}
 	if len(s.Pools) != 1 {
 		t.Fatalf("Capabilities() has %d pools, want 1", len(s.Pools))
@@ -215,16 +216,17 @@ func TestCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := float64(st.Blocks*uint64(st.Bsize)) / gib
-	if p.Name != "fast" || p.TotalVolumes != 1 || p.ProvisionedCapacityGB != 4 ||
-		!p.ThinProvisioningSupport || p.ThickProvisioningSupport ||
-		p.ReservedPercentage != 5 || p.MaxOverSubscriptionRatio != 20 {
-		t.Errorf("Capabilities() pool = %+v, want fast, 1 volume, 4 GiB provisioned, thin only, reserved 5, ratio 20", p)
+	if p["pool_name"] != "fast" || p["total_volumes"] != 1 || p["provisioned_capacity_gb"] != 4.0 ||
+		p["thin_provisioning_support"] != true || p["thick_provisioning_support"] != false ||
+		p["reserved_percentage"] != 5 || p["max_over_subscription_ratio"] != 20.0 ||
+		p["online_extend_support"] != false {
+		t.Errorf("Capabilities() pool = %v, want fast, 1 volume, 4 GiB provisioned, thin only, reserved 5, ratio 20, no online extend", p)
 	}
-	if diff := p.TotalCapacityGB - total; diff < -0.005 || diff > 0.005 {
-		t.Errorf("Capabilities() total_capacity_gb = %v, want %v rounded to 2 decimals", p.TotalCapacityGB, total)
+	if diff := p["total_capacity_gb"].(float64) - total; diff < -0.005 || diff > 0.005 {
+		t.Errorf("Capabilities() total_capacity_gb = %v, want %v rounded to 2 decimals", p["total_capacity_gb"], total)
 	}
-	if r := p.FreeCapacityGB * 100; math.Abs(r-math.Round(r)) > 1e-6 {
-		t.Errorf("Capabilities() free_capacity_gb = %v, want 2 decimals", p.FreeCapacityGB)
+	if r := p["free_capacity_gb"].(float64) * 100; math.Abs(r-math.Round(r)) > 1e-6 {
+		t.Errorf("Capabilities() free_capacity_gb = %v, want 2 decimals", p["free_capacity_gb"])
 	}
 }
 
@@ -272,8 +274,8 @@ func wantNoVolumes(t *testing.T, d *file.Driver) {
 	if err != nil {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
-	if p := s.Pools[0]; p.TotalVolumes != 0 || p.ProvisionedCapacityGB != 0 {
-		t.Errorf("Capabilities() = %d volumes, %v GiB provisioned; want none", p.TotalVolumes, p.ProvisionedCapacityGB)
+	if p := s.Pools[0]; p["total_volumes"] != 0 || p["provisioned_capacity_gb"] != 0.0 {
+		t.Errorf("Capabilities() = %v volumes, %v GiB provisioned; want none", p["total_volumes"], p["provisioned_capacity_gb"])
 	}
 }
 

@@ -119,7 +119,7 @@ func wantReflink(t *testing.T, d *file.Driver, want bool) {
 	if err != nil {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
-	if got := s.Pools[0].Extra["reflink"]; got != want {
+	if got := s.Pools[0]["reflink"]; got != want {
 		t.Fatalf("Capabilities() reflink = %v, want %v", got, want)
 	}
 }

@@ -88,11 +88,11 @@ func TestSnapshotCapacity(t *testing.T) {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
 	p := s.Pools[0]
-	if p.TotalVolumes != 2 || p.ProvisionedCapacityGB != 2+3+2+2+3 {
-		t.Errorf("Capabilities() = %d volumes, %v GiB provisioned; want 2 volumes, 12 GiB (volumes and snapshots)", p.TotalVolumes, p.ProvisionedCapacityGB)
+	if p["total_volumes"] != 2 || p["provisioned_capacity_gb"] != float64(2+3+2+2+3) {
+		t.Errorf("Capabilities() = %v volumes, %v GiB provisioned; want 2 volumes, 12 GiB (volumes and snapshots)", p["total_volumes"], p["provisioned_capacity_gb"])
 	}
-	if _, ok := p.Extra["reflink"].(bool); !ok {
-		t.Errorf("Capabilities() extra = %v, want a boolean \"reflink\"", p.Extra)
+	if _, ok := p["reflink"].(bool); !ok {
+		t.Errorf("Capabilities() = %v, want a boolean \"reflink\"", p)
 	}
 }
 
@@ -311,7 +311,7 @@ func wantVolumes(t *testing.T, d *file.Driver, vols int, gb float64) {
 	if err != nil {
 		t.Fatalf("Capabilities() = %v, want nil", err)
 	}
-	if p := s.Pools[0]; p.TotalVolumes != vols || p.ProvisionedCapacityGB != gb {
-		t.Errorf("Capabilities() = %d volumes, %v GiB provisioned; want %d, %v", p.TotalVolumes, p.ProvisionedCapacityGB, vols, gb)
+	if p := s.Pools[0]; p["total_volumes"] != vols || p["provisioned_capacity_gb"] != gb {
+		t.Errorf("Capabilities() = %v volumes, %v GiB provisioned; want %d, %v", p["total_volumes"], p["provisioned_capacity_gb"], vols, gb)
 	}
 }

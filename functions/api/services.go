@@ -194,6 +194,11 @@ func (s *Server) registerServices() {
 						pv.Capabilities[k] = v
 					}
 					pv.Capabilities["timestamp"] = p.UpdatedAt.UTC().Format(basalt.TimeLayout)
+					// The scheduler holds storage_protocol expanded to its variants; Cinder's
+					// view shows the first (api/views/scheduler_stats.py).
+					if l, ok := pv.Capabilities["storage_protocol"].([]any); ok && len(l) > 0 {
+						pv.Capabilities["storage_protocol"] = l[0]
+					}
 				}
 				out.Body.Pools = append(out.Body.Pools, pv)
 			}

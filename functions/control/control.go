@@ -103,6 +103,7 @@ type Plane struct {
 	store  *store.Store
 	pub    Publisher
 	logger *slog.Logger
+	zones  zoneCache
 }
 
 // New returns a Plane over st publishing through pub.

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
@@ -92,6 +94,39 @@ func (p *Plane) Zones(ctx context.Context) (map[string]bool, error) {
 	return zones, nil
 }
 
+// zoneCache keeps the zones of the volume services for zoneKnown.
+type zoneCache struct {
+	mu    sync.Mutex
+	zones map[string]bool
+	at    time.Time
+}
+
+// zoneTTL is how long zoneKnown answers from the zones it read.
+const zoneTTL = time.Second
+
+// zoneKnown reports whether some volume service is in zone. It answers from the zones read
+// within zoneTTL, so a create naming a zone does not read every service; a zone not among them
+// is looked up afresh before it is refused (a service may have just started there).
+func (p *Plane) zoneKnown(ctx context.Context, zone string) (bool, error) {
+	p.zones.mu.Lock()
+	zones, at := p.zones.zones, p.zones.at
+	p.zones.mu.Unlock()
+	if zones != nil && time.Since(at) < zoneTTL {
+		if _, ok := zones[zone]; ok {
+			return true, nil
+		}
+	}
+	zones, err := p.Zones(ctx)
+	if err != nil {
+		return false, err
+	}
+	p.zones.mu.Lock()
+	p.zones.zones, p.zones.at = zones, time.Now()
+	p.zones.mu.Unlock()
+	_, ok := zones[zone]
+	return ok, nil
+}
+
 // CreateVolume validates req, records a volume in status creating with its operation, and
 // sends it to the scheduler. Errors: EINVALID (size, zone, metadata), ENOTFOUND (type),
 // EOVERLIMIT (size above the limit), EUNAVAILABLE (Redis or the bus is down; nothing is kept).
@@ -125,11 +160,11 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 	}
 	zone := req.AvailabilityZone
 	if zone != "" {
-		zones, err := p.Zones(ctx)
+		ok, err := p.zoneKnown(ctx, zone)
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := zones[zone]; !ok {
+		if !ok {
 			return nil, invalid("Availability zone '%s' is invalid.", zone)
 		}
 	} else if src.zone != "" {

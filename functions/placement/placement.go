@@ -33,6 +33,9 @@ type Config struct {
 	ServiceDownTime time.Duration
 	// MessageTTL is how long user messages are kept. Default 30 days.
 	MessageTTL time.Duration
+	// PoolRefresh is how old the prepared pool set may grow before it is read again from Redis
+	// (in the background). Default 1s.
+	PoolRefresh time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +62,7 @@ type Function struct {
 	store  *store.Store
 	pub    Publisher
 	logger *slog.Logger
+	pools  *poolCache
 }
 
 // New returns the scheduler function. Unknown filter or weigher names are an error.
@@ -71,8 +75,13 @@ func New(cfg Config, st *store.Store, pub Publisher, logger *slog.Logger) (*Func
 	if err != nil {
 		return nil, err
 	}
-	return &Function{cfg: cfg, sched: s, store: st, pub: pub, logger: logger}, nil
+	return &Function{cfg: cfg, sched: s, store: st, pub: pub, logger: logger,
+		pools: newPoolCache(st, s, cfg.ServiceDownTime, cfg.PoolRefresh)}, nil
 }
+
+// Close waits for the pool set's background read, if one runs, and starts no more. Placements
+// after Close read the pools in the foreground.
+func (f *Function) Close() { f.pools.close() }
 
 // Handle is the Watermill handler of the scheduler topic.
 func (f *Function) Handle(msg *message.Message) error {
@@ -173,34 +182,59 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 			return err
 		}
 	}
-	pools, err := f.store.Pools(ctx, f.store.Now(), f.cfg.ServiceDownTime)
-	if err != nil {
-		return err
-	}
-	if cmd.SourcePool != "" {
-		// A clone or a volume from a snapshot is made where its source is.
-		if pools = onlyPool(pools, cmd.SourcePool); pools == nil {
-			return f.fail(ctx, cmd, v, fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool))
-		}
-	}
 	req := &scheduler.Request{ID: v.ID, SizeGB: v.Size, Zone: v.AvailabilityZone, Type: vt, Attempted: cmd.Attempted}
 	if cmd.SourcePool != "" {
 		req.Zone, req.Attempted = "", nil // the source decides; zone and retries do not apply
 	}
-	d := f.sched.Place(req, pools)
-	var lost []string
-	for _, c := range d.Ranked {
-		ok, err := f.store.Reserve(ctx, v.ID, c.Pool.Name, v.Size, ledgerLimit(c))
-		if err != nil {
+	// Rank on the prepared set and reserve on the ledger, walking the ranking until a pool
+	// takes it. What is kept of the decision is made while the set is held.
+	var chosen basalt.Pool
+	var record, reason string
+	rank := func(set *scheduler.PoolSet, pools []basalt.Pool) error {
+		var d *scheduler.Decision
+		if cmd.SourcePool != "" {
+			// A clone or a volume from a snapshot is made where its source is.
+			only := onlyPool(pools, cmd.SourcePool)
+			if only == nil {
+				reason = fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool)
+				return nil
+			}
+			only = []basalt.Pool{only[0]}
+			d = f.sched.Place(req, only)
+		} else {
+			d = f.sched.PlaceSet(req, set)
+		}
+		var lost []string
+		for _, c := range d.Ranked {
+			ok, err := f.store.Reserve(ctx, v.ID, c.Pool.Name, v.Size, ledgerLimit(c))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				lost = append(lost, fmt.Sprintf("%s: CapacityFilter: taken by a concurrent placement", c.Pool.Name))
+				continue
+			}
+			chosen, record = *c.Pool, decisionRecord(d, c.Pool.Name)
+			return nil
+		}
+		reason = "No valid backend was found. " + explainFailure(d, lost, len(pools))
+		return nil
+	}
+	if err := f.pools.read(ctx, rank); err != nil {
+		return err
+	}
+	if reason != "" {
+		// Before a create fails, a fresh read: the set may predate a backend that just
+		// started reporting, or the reservations that took the candidates.
+		reason = ""
+		if err := f.pools.readFresh(ctx, rank); err != nil {
 			return err
 		}
-		if !ok {
-			lost = append(lost, fmt.Sprintf("%s: CapacityFilter: taken by a concurrent placement", c.Pool.Name))
-			continue
-		}
-		return f.placed(ctx, cmd, op, c.Pool, d, log)
 	}
-	reason := "No valid backend was found. " + explainFailure(d, lost, len(pools))
+	if reason == "" {
+		f.pools.consume(chosen.Name, v.Size)
+		return f.placed(ctx, cmd, op, &chosen, record, log)
+	}
 	if op.Reason != "" {
 		reason += ". Earlier attempt: " + op.Reason // why a reschedule happened
 	}
@@ -231,7 +265,7 @@ func explainFailure(d *scheduler.Decision, lost []string, pools int) string {
 }
 
 func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Operation, pool *basalt.Pool,
-	d *scheduler.Decision, log *slog.Logger) error {
+	record string, log *slog.Logger) error {
 	var sent *basalt.Operation
 	v, err := f.store.UpdateVolumeWithOp(ctx, cmd.VolumeID, func(v *basalt.Volume) error {
 		if v.OpID != op.ID {
@@ -254,7 +288,7 @@ func (f *Function) placed(ctx context.Context, cmd events.Command, op *basalt.Op
 	if err != nil {
 		return err
 	}
-	if err := f.store.PutDecision(ctx, v.ID, decisionRecord(d, pool.Name)); err != nil {
+	if err := f.store.PutDecision(ctx, v.ID, record); err != nil {
 		log.Warn("record placement decision", "err", err)
 	}
 	log.Info("volume placed", "pool", pool.Name, "size", v.Size)
@@ -374,11 +408,22 @@ func finishedOp(ctx context.Context, st *store.Store, opID, state, reason string
 // placeOnOwnPool runs the filters for work that must happen on one pool (extend, snapshot) and
 // returns the candidate, or a reason why the pool cannot take it.
 func (f *Function) placeOnOwnPool(ctx context.Context, pool string, req *scheduler.Request) (*scheduler.Candidate, string, error) {
-	pools, err := f.store.Pools(ctx, f.store.Now(), f.cfg.ServiceDownTime)
-	if err != nil {
+	var pools []basalt.Pool
+	find := func(_ *scheduler.PoolSet, all []basalt.Pool) error {
+		if only := onlyPool(all, pool); only != nil {
+			pools = []basalt.Pool{only[0]} // a copy: the set's pools change under Consume
+		}
+		return nil
+	}
+	if err := f.pools.read(ctx, find); err != nil {
 		return nil, "", err
 	}
-	if pools = onlyPool(pools, pool); pools == nil {
+	if pools == nil {
+		if err := f.pools.readFresh(ctx, find); err != nil {
+			return nil, "", err
+		}
+	}
+	if pools == nil {
 		return nil, fmt.Sprintf("No valid backend was found. Pool %s is not up, enabled and reporting.", pool), nil
 	}
 	d := f.sched.Place(req, pools)

@@ -51,7 +51,9 @@ type Config struct {
 	// RelayDelay is how long a command may wait in the outbox before the relay sends it.
 	RelayDelay time.Duration
 	// ChargeGrace is how long a quota charge may wait for its record before it is refunded.
-	ChargeGrace     time.Duration
+	ChargeGrace time.Duration
+	// PoolRefresh is how old a scheduler's prepared pool set may grow before it is read again.
+	PoolRefresh     time.Duration
 	MaxAttempts     int
 	MaxVolumeSizeGB int
 	DefaultZone     string
@@ -102,6 +104,7 @@ func FromEnv() (Config, error) {
 	dur("BASALT_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("BASALT_RELAY_DELAY", &c.RelayDelay)
 	dur("BASALT_CHARGE_GRACE", &c.ChargeGrace)
+	dur("BASALT_POOL_REFRESH", &c.PoolRefresh)
 	dur("BASALT_CLAIM_TIMEOUT", &c.ClaimTimeout)
 	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
 	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
@@ -269,10 +272,11 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 	defer rdb.Close()
 	st := store.New(rdb, nil)
 	place, err := placement.New(placement.Config{Scheduler: c.Scheduler, MaxAttempts: c.MaxAttempts,
-		ServiceDownTime: c.ServiceDownTime}, st, bus, logger)
+		ServiceDownTime: c.ServiceDownTime, PoolRefresh: c.PoolRefresh}, st, bus, logger)
 	if err != nil {
 		return err
 	}
+	defer place.Close()
 	res := results.New(results.Config{MaxAttempts: c.MaxAttempts, ReconcileInterval: c.ReconcileInterval, OpTimeout: c.OpTimeout,
 		RelayDelay: c.RelayDelay, ChargeGrace: c.ChargeGrace}, st, bus, logger)
 	router, err := bus.Router()

@@ -73,6 +73,7 @@ func (s *Store) SetServiceDisabled(ctx context.Context, binary, host string, dis
 	}
 	key := serviceAdminKey(binary, host)
 	_, err = s.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.Incr(ctx, servicesVersionKey)
 		tx.Del(ctx, key)
 		if disabled {
 			tx.HSet(ctx, key, "disabled", "1")
@@ -85,23 +86,57 @@ func (s *Store) SetServiceDisabled(ctx context.Context, binary, host string, dis
 	return err
 }
 
+// servicesVersionKey counts the administrative changes of services (enable, disable), so that
+// caches of the pools notice them at once.
+const servicesVersionKey = p + "services:version"
+
+// ServicesVersion returns the count of administrative changes of services so far.
+func (s *Store) ServicesVersion(ctx context.Context) (int64, error) {
+	n, err := s.rdb.Get(ctx, servicesVersionKey).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read services version: %w", err)
+	}
+	return n, nil
+}
+
 // Pools returns the pools of every volume service that is up (heartbeat within downTime of
 // now), enabled and has reported capabilities. Each pool's allocated_capacity_gb is the
-// capacity ledger's figure, and provisioned_capacity_gb is at least that.
+// capacity ledger's figure, and a numeric provisioned_capacity_gb is at least that.
 func (s *Store) Pools(ctx context.Context, now time.Time, downTime time.Duration) ([]basalt.Pool, error) {
+	pools, _, err := s.PoolSnapshot(ctx, now, downTime)
+	return pools, err
+}
+
+// PoolSnapshot is Pools, and the time until which the list holds: the first moment one of its
+// backends will be down unless it heartbeats again. A cache of the pools must read them again
+// by then, or whenever ServicesVersion changes.
+func (s *Store) PoolSnapshot(ctx context.Context, now time.Time, downTime time.Duration) (pools []basalt.Pool, validUntil time.Time, err error) {
 	svcs, err := s.Services(ctx)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	var backends []*basalt.Service
+	validUntil = now.Add(downTime)
 	for _, svc := range svcs {
 		if svc.Binary == basalt.BinaryVolume && !svc.Disabled && svc.Up(now, downTime) {
 			backends = append(backends, svc)
+			if until := svc.UpdatedAt.Add(downTime); until.Before(validUntil) {
+				validUntil = until
+			}
 		}
 	}
 	if len(backends) == 0 {
-		return nil, nil
+		return nil, validUntil, nil
 	}
+	pools, err = s.poolsOf(ctx, backends)
+	return pools, validUntil, err
+}
+
+// poolsOf returns the pools that backends report, with the ledger's allocated capacity.
+func (s *Store) poolsOf(ctx context.Context, backends []*basalt.Service) ([]basalt.Pool, error) {
 	keys := make([]string, len(backends))
 	for i, b := range backends {
 		keys[i] = events.CapabilitiesKey(b.Host)
@@ -120,11 +155,7 @@ func (s *Store) Pools(ctx context.Context, now time.Time, downTime time.Duration
 		if err := json.Unmarshal([]byte(str), &rep); err != nil {
 			return nil, fmt.Errorf("decode capabilities of %s: %w", backends[i].Host, err)
 		}
-		for _, c := range rep.Pools {
-			name, _ := c["pool_name"].(string)
-			pools = append(pools, basalt.Pool{Name: basalt.PoolName(rep.Backend, name), Backend: rep.Backend,
-				Zone: rep.Zone, Capabilities: c, UpdatedAt: rep.Timestamp})
-		}
+		pools = append(pools, PoolsFromReport(rep)...)
 	}
 	if len(pools) == 0 {
 		return nil, nil
@@ -144,7 +175,9 @@ func (s *Store) Pools(ctx context.Context, now time.Time, downTime time.Duration
 		}
 		c := pools[i].Capabilities
 		c["allocated_capacity_gb"] = alloc
-		if prov, ok := c["provisioned_capacity_gb"].(float64); !ok || prov < alloc {
+		// A numeric provisioned figure below the ledger's is raised to it; anything else (missing,
+		// null, a string) stays as reported, and the scheduler reads it as Cinder does.
+		if prov, ok := c["provisioned_capacity_gb"].(float64); ok && prov < alloc {
 			c["provisioned_capacity_gb"] = alloc
 		}
 	}

@@ -13,7 +13,7 @@
 // Everything listens on 127.0.0.1 only, and every loop is bounded in count and time; with the
 // defaults a run takes about a minute and a half. Progress goes to stderr, the tables to stdout.
 //
-//	go run ./local/bench [-phases placement,creates,latency,attach] [-volumes 2000] [-consumers 8] ...
+//	go run ./local/bench [-phases placement,production,creates,latency,attach] [-volumes 2000] [-consumers 8] ...
 package main
 
 import (
@@ -63,7 +63,7 @@ type config struct {
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	phases := fs.String("phases", "placement,creates,latency,attach", "phases to run, comma-separated")
+	phases := fs.String("phases", "placement,production,creates,latency,attach", "phases to run, comma-separated")
 	pools := fs.String("pools", "10,100,1000,10000", "placement: pool counts")
 	fs.StringVar(&c.zone, "zone", "", "placement: the requests' availability zone (\"\" = any, the costliest)")
 	fs.IntVar(&c.placeCalls, "place-calls", 20000, "placement: most Place calls per pool count")
@@ -87,7 +87,7 @@ func parseFlags(args []string) (config, error) {
 	c.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "placement", "creates", "latency", "attach":
+		case "placement", "production", "creates", "latency", "attach":
 			c.phases[p] = true
 		case "":
 		default:
@@ -166,6 +166,13 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) error {
 			return fmt.Errorf("placement: %w", err)
 		}
 		printPlacement(out, rows, cfg.zone, cfg.placeCalls, cfg.placeTime)
+	}
+	if cfg.phases["production"] {
+		rows, version, err := benchProductionPlacement(ctx, cfg.pools, cfg.placeCalls/4, cfg.placeTime, progress)
+		if err != nil {
+			return fmt.Errorf("production placement: %w", err)
+		}
+		printProductionPlacement(out, rows, version)
 	}
 	if cfg.phases["creates"] || cfg.phases["latency"] {
 		if err := runStack(ctx, cfg, out, progress); err != nil {

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/scheduler"
+	"github.com/basalt-storage/basalt/functions/store"
 )
 
 // placementTargets are the latency targets of one decision (median), by pool count.
@@ -29,8 +31,9 @@ var benchType = &basalt.VolumeType{ID: "5c1e6d4a-6a53-4c8e-9d0f-3b0a8e2f1c77", N
 // hosts of four backends each, hosts spread round-robin over zones az1, az2 and az3. Three
 // backends in four are file-like (thin, max_over_subscription_ratio 20, reserved 0, 5 or 10
 // per cent), the fourth fake-like (thick, ratio 1); one pool in ten reports another
-// volume_backend_name and one in twenty is full. The capabilities go through JSON, as they do
-// on their way from an agent to the scheduler. The pools are the same for the same n.
+// volume_backend_name and one in twenty is full. The reports go through JSON and
+// store.PoolsFromReport, as they do on their way from an agent to the scheduler. The pools are
+// the same for the same n.
 func syntheticPools(n int) []basalt.Pool {
 	rng := rand.New(rand.NewPCG(1, uint64(n)))
 	zones := []string{"az1", "az2", "az3"}
@@ -39,42 +42,47 @@ func syntheticPools(n int) []basalt.Pool {
 	for i := range pools {
 		backend := fmt.Sprintf("block%d@backend%d", i/4, i%4)
 		total := float64(1000 + rng.IntN(99000))
-		var ps basalt.PoolStats
+		var ps basalt.Capabilities
 		protocol := "file"
+		var free, prov float64
 		if i%4 == 3 {
 			protocol = "fake"
-			prov := math.Floor(total * rng.Float64())
-			ps = basalt.PoolStats{TotalCapacityGB: total, FreeCapacityGB: total - prov,
-				ProvisionedCapacityGB: prov, MaxOverSubscriptionRatio: 1, ThickProvisioningSupport: true}
+			prov = math.Floor(total * rng.Float64())
+			free = total - prov
+			ps = basalt.Capabilities{"reserved_percentage": 0, "max_over_subscription_ratio": 1,
+				"thin_provisioning_support": false, "thick_provisioning_support": true}
 		} else {
-			free := math.Round(total*rng.Float64()*100) / 100
-			prov := math.Floor((total - free) * (1 + 2*rng.Float64()))
-			ps = basalt.PoolStats{TotalCapacityGB: total, FreeCapacityGB: free, ProvisionedCapacityGB: prov,
-				ReservedPercentage: 5 * rng.IntN(3), MaxOverSubscriptionRatio: 20, ThinProvisioningSupport: true}
+			free = math.Round(total*rng.Float64()*100) / 100
+			prov = math.Floor((total - free) * (1 + 2*rng.Float64()))
+			ps = basalt.Capabilities{"reserved_percentage": 5 * rng.IntN(3), "max_over_subscription_ratio": 20,
+				"thin_provisioning_support": true, "thick_provisioning_support": false}
 		}
 		if rng.IntN(20) == 0 { // full
-			ps.FreeCapacityGB, ps.ProvisionedCapacityGB = 0, 20*total
+			free, prov = 0, 20*total
 		}
-		ps.Name = "pool"
-		ps.TotalVolumes = int(ps.ProvisionedCapacityGB / 40)
+		ps["pool_name"] = "pool"
+		ps["total_capacity_gb"], ps["free_capacity_gb"], ps["provisioned_capacity_gb"] = total, free, prov
+		ps["total_volumes"] = int(prov / 40)
+		ps["multiattach"], ps["QoS_support"], ps["online_extend_support"] = false, false, true
+		ps["backend_state"] = "up"
+		ps["location_info"] = protocol + ":" + backend + ":pool"
 		name := "lvmbackend"
 		if rng.IntN(10) == 0 {
 			name = "cephbackend"
 		}
-		stats := basalt.BackendStats{VolumeBackendName: name, VendorName: "Basalt", DriverVersion: "1.0.0",
-			StorageProtocol: protocol, OnlineExtendSupport: true}
-		c := stats.Capabilities(ps)
-		c["location_info"] = protocol + ":" + backend + ":pool"
-		raw, err := json.Marshal(c)
+		rep := events.CapabilityReport{Backend: backend, Zone: zones[(i/4)%3], Timestamp: now,
+			Capabilities: basalt.Capabilities{"volume_backend_name": name, "vendor_name": "Basalt",
+				"driver_version": "1.0.0", "storage_protocol": protocol},
+			Pools: []basalt.Capabilities{ps}}
+		raw, err := json.Marshal(rep)
 		if err != nil {
 			panic(err) // only numbers, strings and booleans
 		}
-		var norm basalt.Capabilities
+		var norm events.CapabilityReport
 		if err := json.Unmarshal(raw, &norm); err != nil {
 			panic(err)
 		}
-		pools[i] = basalt.Pool{Name: basalt.PoolName(backend, "pool"), Backend: backend,
-			Zone: zones[(i/4)%3], Capabilities: norm, UpdatedAt: now}
+		pools[i] = store.PoolsFromReport(norm)[0]
 	}
 	return pools
 }

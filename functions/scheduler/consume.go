@@ -1,0 +1,60 @@
+package scheduler
+
+import (
+	"maps"
+	"strings"
+
+	"github.com/basalt-storage/basalt"
+)
+
+// Consume records in the set that a volume of sizeGB was placed on pool name, as Cinder's
+// PoolState.consume_from_volume does after each decision: allocated_capacity_gb and
+// provisioned_capacity_gb grow by the size and a numeric free_capacity_gb shrinks by it
+// ("infinite" and "unknown" stay). The pool's prepared values are computed again, so the next
+// decision on the set weighs and filters it as it is now, until a fresh report replaces the set.
+// It reports whether the set has the pool.
+//
+// Consume changes the set and the pools it was prepared from (the slice given to Prepare; the
+// capability maps in it are replaced, never changed): no PlaceSet on it, and no Decision made from it, may be in use
+// meanwhile (its owner serializes them, for example with a sync.RWMutex).
+func (ps *PoolSet) Consume(name string, sizeGB float64) bool {
+	i := -1
+	for j := range ps.pools {
+		if ps.pools[j].Name == name {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return false
+	}
+	p := &ps.pools[i]
+	caps := maps.Clone(p.Capabilities) // the report's map may be shared: it is not changed
+	if caps == nil {
+		caps = basalt.Capabilities{}
+	}
+	for _, key := range []string{keyAllocated, keyProvisioned} {
+		if kind, f := readCap(caps, key); kind == capNumber {
+			caps[key] = f + sizeGB
+		}
+	}
+	if kind, f := readCap(caps, keyFree); kind == capNumber {
+		caps[keyFree] = f - sizeGB
+	}
+	p.Capabilities = caps
+	ps.info[i].read(p, ps.ratio, ps.paths)
+	if ps.has != 0 {
+		ps.extra[i].read(p, ps.has)
+	}
+	// The capability columns hold the pool's values: read them again from its new report.
+	if m := ps.cols.Load(); m != nil {
+		for key, col := range *m {
+			var path []string
+			if !key.root {
+				path = strings.Split(key.path, ":")
+			}
+			col.vals[i] = lookup(caps, path)
+		}
+	}
+	return true
+}
