@@ -70,6 +70,7 @@ func (p *Presence) Heartbeat(ctx context.Context, binary, host, zone string, bus
 	key := ServiceKey(binary, host)
 	_, err := p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 		tx.SAdd(ctx, ServicesKey, binary+"|"+host)
+		tx.ZAdd(ctx, BeatsKey, redis.Z{Score: float64(now / 1e6), Member: binary + "|" + host})
 		tx.HSetNX(ctx, key, "created_at", now)
 		tx.HSet(ctx, key, "zone", zone, "updated_at", strconv.FormatInt(now, 10), "busy", busy)
 		return nil
@@ -90,11 +91,24 @@ func (p *Presence) Report(ctx context.Context, r CapabilityReport) error {
 	if err != nil {
 		return err
 	}
-	if err := p.rdb.Set(ctx, CapabilitiesKey(r.Backend), b, 0).Err(); err != nil {
+	_, err = p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.Set(ctx, CapabilitiesKey(r.Backend), b, 0)
+		tx.ZAdd(ctx, ReportsKey, redis.Z{Score: float64(p.now().UnixMilli()), Member: r.Backend})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("report capabilities of %s: %w", r.Backend, err)
 	}
 	return nil
 }
+
+// ReportsKey indexes the backends by when they last reported (ms), so that a scheduler reads
+// only the reports written since it last looked.
+const ReportsKey = KeyPrefix + "caps:updated"
+
+// BeatsKey indexes the services ("binary|host") by when they last heartbeated (ms), so that a
+// scheduler reads only the heartbeats written since it last looked.
+const BeatsKey = KeyPrefix + "svc:beats"
 
 // Run heartbeats service binary on host every interval until ctx ends, starting at once. busy,
 // if non-nil, reports the calls in flight. Failures are logged, never fatal: a heartbeat that

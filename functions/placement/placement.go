@@ -190,44 +190,61 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 	// takes it. What is kept of the decision is made while the set is held.
 	var chosen basalt.Pool
 	var record, reason string
-	rank := func(set *scheduler.PoolSet, pools []basalt.Pool) error {
-		var d *scheduler.Decision
-		if cmd.SourcePool != "" {
-			// A clone or a volume from a snapshot is made where its source is.
-			only := onlyPool(pools, cmd.SourcePool)
-			if only == nil {
-				reason = fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool)
+	rank := func(read func(context.Context, func(*scheduler.PoolSet, []basalt.Pool) error) error) error {
+		// Rank while the set is held, keep copies of the best candidates, and let the set go
+		// before the reservations' round trips (a placement's Consume waits for the set).
+		var cands []candidate
+		var recorder func(string) string
+		if err := read(ctx, func(set *scheduler.PoolSet, pools []basalt.Pool) error {
+			var d *scheduler.Decision
+			if cmd.SourcePool != "" {
+				// A clone or a volume from a snapshot is made where its source is.
+				only := onlyPool(pools, cmd.SourcePool)
+				if only == nil {
+					reason = fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool)
+					return nil
+				}
+				d = f.sched.Place(req, []basalt.Pool{only[0]})
+			} else {
+				d = f.sched.PlaceSet(req, set)
+			}
+			if len(d.Ranked) == 0 {
+				reason = "No valid backend was found. " + explainFailure(d, nil, len(pools))
 				return nil
 			}
-			only = []basalt.Pool{only[0]}
-			d = f.sched.Place(req, only)
-		} else {
-			d = f.sched.PlaceSet(req, set)
+			for _, c := range d.Ranked[:min(len(d.Ranked), maxCandidates)] {
+				cands = append(cands, candidate{pool: *c.Pool, limit: ledgerLimit(c)})
+			}
+			recorder = decisionRecorder(d)
+			return nil
+		}); err != nil || reason != "" {
+			return err
 		}
 		var lost []string
-		for _, c := range d.Ranked {
-			ok, err := f.store.Reserve(ctx, v.ID, c.Pool.Name, v.Size, ledgerLimit(c))
+		for _, c := range cands {
+			ok, err := f.store.Reserve(ctx, v.ID, c.pool.Name, v.Size, c.limit)
 			if err != nil {
 				return err
 			}
 			if !ok {
-				lost = append(lost, fmt.Sprintf("%s: CapacityFilter: taken by a concurrent placement", c.Pool.Name))
+				lost = append(lost, fmt.Sprintf("%s: CapacityFilter: taken by a concurrent placement", c.pool.Name))
 				continue
 			}
-			chosen, record = *c.Pool, decisionRecord(d, c.Pool.Name)
+			chosen, record = c.pool, recorder(c.pool.Name)
 			return nil
 		}
-		reason = "No valid backend was found. " + explainFailure(d, lost, len(pools))
+		// Every candidate tried was taken meanwhile by other placements.
+		reason = "No valid backend was found. " + strings.Join(lost, "; ")
 		return nil
 	}
-	if err := f.pools.read(ctx, rank); err != nil {
+	if err := rank(f.pools.read); err != nil {
 		return err
 	}
 	if reason != "" {
 		// Before a create fails, a fresh read: the set may predate a backend that just
 		// started reporting, or the reservations that took the candidates.
 		reason = ""
-		if err := f.pools.readFresh(ctx, rank); err != nil {
+		if err := rank(f.pools.readFresh); err != nil {
 			return err
 		}
 	}
@@ -239,6 +256,16 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 		reason += ". Earlier attempt: " + op.Reason // why a reschedule happened
 	}
 	return f.fail(ctx, cmd, v, reason)
+}
+
+// maxCandidates is how many of a decision's best candidates a placement tries to reserve on
+// before it fails (each taken by a concurrent placement in the meantime).
+const maxCandidates = 16
+
+// candidate is a ranked pool, copied out of the pool set, and its limit on the ledger.
+type candidate struct {
+	pool  basalt.Pool
+	limit float64
 }
 
 // ledgerLimit converts a candidate's limit on provisioned capacity into a limit on the ledger:
@@ -636,15 +663,22 @@ func leaveMessage(ctx context.Context, st *store.Store, project, requestID, reso
 // else the chosen pool, the five best candidates and how many pools were rejected, so the
 // record stays small (and cheap to build) over thousands of pools.
 func decisionRecord(d *scheduler.Decision, chosen string) string {
+	return decisionRecorder(d)(chosen)
+}
+
+// decisionRecorder formats what decisionRecord keeps of d, but the chosen pool, at once: the
+// record can then be made after d (and the pool set it refers to) is let go.
+func decisionRecorder(d *scheduler.Decision) func(chosen string) string {
 	if len(d.Ranked)+d.NumRejected() <= 50 {
-		return d.Explain()
+		explain := d.Explain()
+		return func(string) string { return explain }
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "placed on %s; best candidates:\n", chosen)
 	for _, c := range d.Ranked[:min(5, len(d.Ranked))] {
 		fmt.Fprintf(&b, "%s: weight %.4f\n", c.Pool.Name, c.Weight)
 	}
 	fmt.Fprintf(&b, "... %d more candidates and %d rejected pools (basalt scheduler explain shows them all)\n",
 		max(0, len(d.Ranked)-5), d.NumRejected())
-	return b.String()
+	rest := b.String()
+	return func(chosen string) string { return "placed on " + chosen + "; best candidates:\n" + rest }
 }

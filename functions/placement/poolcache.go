@@ -2,6 +2,7 @@ package placement
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,16 @@ type poolCache struct {
 	mu   sync.RWMutex // readers: PlaceSet and its Decision; writer: Consume and swaps
 	snap *poolSnap
 
+	// What is known of the backends, kept up to date by incremental reads (store.BackendsChanged)
+	// and read whole every fullEvery; guarded by loadMu, which serializes loads.
+	loadMu    sync.Mutex
+	backends  map[string]*store.FeedBackend
+	cursor    time.Time // store time from which the next incremental read looks
+	lastFull  time.Time // monotonic
+	fullEvery time.Duration
+	version   int64 // services version of the backends' disabled flags
+	fulls     atomic.Int64
+
 	reading atomic.Bool    // a background read is in flight
 	bg      sync.Mutex     // orders starting a background read with close
 	wg      sync.WaitGroup // the background read; close waits for it
@@ -55,7 +66,7 @@ func newPoolCache(st *store.Store, sched *scheduler.Scheduler, downTime, refresh
 		refresh = time.Second
 	}
 	return &poolCache{st: st, sched: sched, downTime: downTime, refresh: refresh,
-		maxStale: 2 * refresh}
+		maxStale: 2 * refresh, fullEvery: 30 * time.Second}
 }
 
 // read calls fn with the prepared set and its pools, under the cache's read lock: fn may rank
@@ -104,15 +115,65 @@ func (c *poolCache) consume(pool string, sizeGB int) {
 	}
 }
 
-// load reads the pools from Redis, prepares them and makes them the current set.
+// feedMargin is how far back an incremental read looks before the previous one began: wider
+// than the clock skew between the hosts that write heartbeats and reports.
+const feedMargin = 2 * time.Second
+
+// load brings the backends up to date from Redis (incrementally: the heartbeats and reports
+// written since the last load; whole on the first load, after an administrative change and
+// every fullEvery), prepares the pools of those up and enabled, with the ledger's figures, and
+// makes them the current set.
 func (c *poolCache) load(ctx context.Context) error {
+	c.loadMu.Lock()
+	defer c.loadMu.Unlock()
 	at := time.Now()
 	c.reads.Add(1)
 	version, err := c.st.ServicesVersion(ctx) // before the pools: a change after it is seen next time
 	if err != nil {
 		return err
 	}
-	pools, validUntil, err := c.st.PoolSnapshot(ctx, c.st.Now(), c.downTime)
+	storeNow := c.st.Now()
+	if c.backends == nil || version != c.version || at.Sub(c.lastFull) > c.fullEvery {
+		all, err := c.st.Backends(ctx)
+		if err != nil {
+			return err
+		}
+		c.backends, c.version, c.lastFull, c.cursor = all, version, at, storeNow.Add(-feedMargin)
+		c.fulls.Add(1)
+	} else {
+		changed, err := c.st.BackendsChanged(ctx, c.cursor)
+		if err != nil {
+			return err
+		}
+		for host, ch := range changed {
+			b := c.backends[host]
+			if b == nil {
+				b = &store.FeedBackend{} // a new backend: it was never disabled
+				c.backends[host] = b
+			}
+			if ch.Beat.After(b.Beat) {
+				b.Beat = ch.Beat
+			}
+			if ch.Report != "" && ch.Report != b.Report {
+				b.Report, b.Pools = ch.Report, ch.Pools
+			}
+		}
+		c.cursor = storeNow.Add(-feedMargin)
+	}
+	var pools []basalt.Pool
+	validUntil := storeNow.Add(c.downTime)
+	for _, b := range c.backends {
+		if b.Disabled || storeNow.Sub(b.Beat) > c.downTime || len(b.Pools) == 0 {
+			continue
+		}
+		pools = append(pools, b.Pools...)
+		if until := b.Beat.Add(c.downTime); until.Before(validUntil) {
+			validUntil = until
+		}
+	}
+	// In the order store.Pools gives (by service), so that ties rank as they do there.
+	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
+	pools, err = c.st.WithLedger(ctx, pools)
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,9 @@ func TestPoolCacheReadsRedisOncePerRefresh(t *testing.T) {
 	if n := w.cache.reads.Load(); n != 4 {
 		t.Errorf("reads = %d, want 4 (first, disable, enable, a backend down)", n)
 	}
+	if n := w.cache.fulls.Load(); n != 3 {
+		t.Errorf("whole reads = %d, want 3 (first, disable, enable): a backend going down is an incremental read", n)
+	}
 }
 
 // TestPoolCacheRefreshesInTheBackground: once the set is older than the refresh interval, the
@@ -153,5 +156,18 @@ func TestPoolCacheRefreshesInTheBackground(t *testing.T) {
 			t.Fatal("the new report never reached the set")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// A backend that starts heartbeating and reporting joins the set, read incrementally.
+	w.beat(t, "g@b3")
+	w.report(t, "g@b3", 10)
+	deadline = time.Now().Add(5 * time.Second)
+	for len(w.names(t)) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new backend never joined: %v", w.names(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := w.cache.fulls.Load(); n != 1 {
+		t.Errorf("whole reads = %d, want 1: reports and new backends are read incrementally", n)
 	}
 }

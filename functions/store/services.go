@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -137,51 +136,20 @@ func (s *Store) PoolSnapshot(ctx context.Context, now time.Time, downTime time.D
 
 // poolsOf returns the pools that backends report, with the ledger's allocated capacity.
 func (s *Store) poolsOf(ctx context.Context, backends []*basalt.Service) ([]basalt.Pool, error) {
-	keys := make([]string, len(backends))
+	hosts := make([]string, len(backends))
+	feed := make(map[string]*FeedBackend, len(backends))
 	for i, b := range backends {
-		keys[i] = events.CapabilitiesKey(b.Host)
+		hosts[i] = b.Host
+		feed[b.Host] = &FeedBackend{}
 	}
-	raws, err := s.rdb.MGet(ctx, keys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read capabilities: %w", err)
+	if err := s.readReports(ctx, hosts, feed); err != nil {
+		return nil, err
 	}
 	var pools []basalt.Pool
-	for i, raw := range raws {
-		str, ok := raw.(string)
-		if !ok {
-			continue // no report yet
-		}
-		var rep events.CapabilityReport
-		if err := json.Unmarshal([]byte(str), &rep); err != nil {
-			return nil, fmt.Errorf("decode capabilities of %s: %w", backends[i].Host, err)
-		}
-		pools = append(pools, PoolsFromReport(rep)...)
+	for _, h := range hosts {
+		pools = append(pools, feed[h].Pools...)
 	}
-	if len(pools) == 0 {
-		return nil, nil
-	}
-	lkeys := make([]string, len(pools))
-	for i := range pools {
-		lkeys[i] = ledgerKey(pools[i].Name)
-	}
-	ledgers, err := s.rdb.MGet(ctx, lkeys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read ledger: %w", err)
-	}
-	for i := range pools {
-		var alloc float64
-		if str, ok := ledgers[i].(string); ok {
-			alloc, _ = strconv.ParseFloat(str, 64)
-		}
-		c := pools[i].Capabilities
-		c["allocated_capacity_gb"] = alloc
-		// A numeric provisioned figure below the ledger's is raised to it; anything else (missing,
-		// null, a string) stays as reported, and the scheduler reads it as Cinder does.
-		if prov, ok := c["provisioned_capacity_gb"].(float64); ok && prov < alloc {
-			c["provisioned_capacity_gb"] = alloc
-		}
-	}
-	return pools, nil
+	return s.WithLedger(ctx, pools)
 }
 
 // reserveScript claims size GiB on a pool's ledger for a volume, if the ledger stays within

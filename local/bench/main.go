@@ -42,6 +42,7 @@ import (
 type config struct {
 	phases       map[string]bool
 	pools        []int
+	scalePools   []int
 	zone         string
 	placeCalls   int
 	placeTime    time.Duration
@@ -64,6 +65,7 @@ func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	phases := fs.String("phases", "placement,production,creates,latency,attach", "phases to run, comma-separated")
+	scalePools := fs.String("scale-pools", "1000,10000", "creates: extra (full) pools reported for the creates-at-scale table; empty to skip it")
 	pools := fs.String("pools", "10,100,1000,10000", "placement: pool counts")
 	fs.StringVar(&c.zone, "zone", "", "placement: the requests' availability zone (\"\" = any, the costliest)")
 	fs.IntVar(&c.placeCalls, "place-calls", 20000, "placement: most Place calls per pool count")
@@ -100,6 +102,16 @@ func parseFlags(args []string) (config, error) {
 			return c, fmt.Errorf("-pools: %q is not a count in [1, 100000]", s)
 		}
 		c.pools = append(c.pools, n)
+	}
+	for _, s := range strings.Split(*scalePools, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 100000 || (len(c.scalePools) > 0 && n <= c.scalePools[len(c.scalePools)-1]) {
+			return c, fmt.Errorf("-scale-pools: %q is not an increasing count in [1, 100000]", s)
+		}
+		c.scalePools = append(c.scalePools, n)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
@@ -259,6 +271,11 @@ func runStack(ctx context.Context, cfg config, out, progress io.Writer) error {
 	if cfg.phases["creates"] {
 		if err := env.creates(ctx, bench, out, progress); err != nil {
 			return fmt.Errorf("creates: %w", err)
+		}
+		if len(cfg.scalePools) > 0 && redisURL != "" {
+			if err := env.createsAtScale(ctx, st.addr, out, progress); err != nil {
+				return fmt.Errorf("creates at scale: %w", err)
+			}
 		}
 	}
 	if cfg.phases["latency"] {
