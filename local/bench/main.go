@@ -13,7 +13,7 @@
 // Everything listens on 127.0.0.1 only, and every loop is bounded in count and time; with the
 // defaults a run takes about a minute and a half. Progress goes to stderr, the tables to stdout.
 //
-//	go run ./local/bench [-phases placement,production,creates,latency,attach] [-volumes 2000] [-consumers 8] ...
+//	go run ./local/bench [-phases placement,production,reports,creates,latency,attach] [-volumes 2000] [-consumers 8] ...
 package main
 
 import (
@@ -40,31 +40,37 @@ import (
 
 // config is the command line.
 type config struct {
-	phases       map[string]bool
-	pools        []int
-	scalePools   []int
-	zone         string
-	placeCalls   int
-	placeTime    time.Duration
-	volumes      int
-	concurrency  int
-	consumers    int
-	capacityGB   float64
-	rate         int
-	rateTime     time.Duration
-	smallProject int
-	maxInflight  int
-	settle       time.Duration
-	maxTime      time.Duration
-	logLevel     slog.Level
-	cpuProfile   string
-	attach       attachConfig
+	phases     map[string]bool
+	pools      []int
+	scalePools []int
+	zone       string
+	// reports phase
+	reportBackends, reportRate int
+	reportTime                 time.Duration
+	placeCalls                 int
+	placeTime                  time.Duration
+	volumes                    int
+	concurrency                int
+	consumers                  int
+	capacityGB                 float64
+	rate                       int
+	rateTime                   time.Duration
+	smallProject               int
+	maxInflight                int
+	settle                     time.Duration
+	maxTime                    time.Duration
+	logLevel                   slog.Level
+	cpuProfile                 string
+	attach                     attachConfig
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	phases := fs.String("phases", "placement,production,creates,latency,attach", "phases to run, comma-separated")
+	phases := fs.String("phases", "placement,production,reports,creates,latency,attach", "phases to run, comma-separated")
+	fs.IntVar(&c.reportBackends, "report-backends", 10000, "reports: simulated backends")
+	fs.IntVar(&c.reportRate, "report-rate", 1000, "reports: reports (with heartbeats) per second")
+	fs.DurationVar(&c.reportTime, "report-time", 10*time.Second, "reports: how long the backends report")
 	scalePools := fs.String("scale-pools", "1000,10000", "creates: extra (full) pools reported for the creates-at-scale table; empty to skip it")
 	pools := fs.String("pools", "10,100,1000,10000", "placement: pool counts")
 	fs.StringVar(&c.zone, "zone", "", "placement: the requests' availability zone (\"\" = any, the costliest)")
@@ -89,7 +95,7 @@ func parseFlags(args []string) (config, error) {
 	c.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "placement", "production", "creates", "latency", "attach":
+		case "placement", "production", "reports", "creates", "latency", "attach":
 			c.phases[p] = true
 		case "":
 		default:
@@ -120,6 +126,8 @@ func parseFlags(args []string) (config, error) {
 		return c, err
 	}
 	switch {
+	case c.reportBackends < 1 || c.reportBackends > 100_000 || c.reportRate < 1 || c.reportRate > 100_000 || c.reportTime <= 0:
+		return c, errors.New("-report-backends and -report-rate must be in [1, 100000], -report-time positive")
 	case c.placeCalls < 1 || c.placeCalls > 1_000_000:
 		return c, errors.New("-place-calls must be in [1, 1000000]")
 	case c.volumes < 1 || c.volumes > 100_000:
@@ -185,6 +193,13 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) error {
 			return fmt.Errorf("production placement: %w", err)
 		}
 		printProductionPlacement(out, rows, version)
+	}
+	if cfg.phases["reports"] {
+		res, version, err := benchReports(ctx, cfg.reportBackends, cfg.reportRate, cfg.reportTime, progress)
+		if err != nil {
+			return fmt.Errorf("reports: %w", err)
+		}
+		printReports(out, res, version)
 	}
 	if cfg.phases["creates"] || cfg.phases["latency"] {
 		if err := runStack(ctx, cfg, out, progress); err != nil {

@@ -100,23 +100,8 @@ func placeThroughRedis(ctx context.Context, rdb *redis.Client, n, maxCalls int, 
 	}
 	defer f.Close()
 	reqs := placementRequests(256, "")
-	newCommand := func(i int) (events.Command, error) {
-		r := reqs[i%len(reqs)]
-		now := time.Now().UTC()
-		v := &basalt.Volume{ID: uuid.NewString(), ProjectID: "bench", Size: r.SizeGB, Status: basalt.StatusCreating,
-			AttachStatus: basalt.AttachDetached, VolumeTypeID: benchType.ID, VolumeTypeName: benchType.Name, CreatedAt: now}
-		op := &basalt.Operation{ID: "op-" + uuid.NewString(), Kind: events.KindCreateVolume, VolumeID: v.ID,
-			ProjectID: v.ProjectID, State: basalt.OpPending, Owner: "scheduler", Deadline: now.Add(time.Hour),
-			CreatedAt: now, UpdatedAt: now}
-		v.OpID = op.ID
-		if err := st.CreateVolume(ctx, v, op); err != nil {
-			return events.Command{}, err
-		}
-		return events.Command{OpID: op.ID, Kind: events.KindCreateVolume, VolumeID: v.ID, ProjectID: v.ProjectID,
-			Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}, nil
-	}
 	place := func(i int) (time.Duration, error) {
-		cmd, err := newCommand(i)
+		cmd, err := newCreateCommand(ctx, st, reqs[i%len(reqs)])
 		if err != nil {
 			return 0, err
 		}
@@ -156,6 +141,25 @@ func placeThroughRedis(ctx context.Context, rdb *redis.Client, n, maxCalls int, 
 	}
 	return row, nil
 }
+
+// newCreateCommand writes a creating volume of r's size and type with its pending operation, as
+// the API does, and returns the create command the scheduler function gets for it.
+func newCreateCommand(ctx context.Context, st *store.Store, r *scheduler.Request) (events.Command, error) {
+	now := time.Now().UTC()
+	v := &basalt.Volume{ID: uuid.NewString(), ProjectID: "bench", Size: r.SizeGB, Status: basalt.StatusCreating,
+		AttachStatus: basalt.AttachDetached, VolumeTypeID: benchType.ID, VolumeTypeName: benchType.Name, CreatedAt: now}
+	op := &basalt.Operation{ID: "op-" + uuid.NewString(), Kind: events.KindCreateVolume, VolumeID: v.ID,
+		ProjectID: v.ProjectID, State: basalt.OpPending, Owner: "scheduler", Deadline: now.Add(time.Hour),
+		CreatedAt: now, UpdatedAt: now}
+	v.OpID = op.ID
+	if err := st.CreateVolume(ctx, v, op); err != nil {
+		return events.Command{}, err
+	}
+	return events.Command{OpID: op.ID, Kind: events.KindCreateVolume, VolumeID: v.ID, ProjectID: v.ProjectID,
+		Volume: basalt.VolumeSpec{ID: v.ID, SizeGB: v.Size}}, nil
+}
+
+func numCPU() int { return runtime.NumCPU() }
 
 // commandsProcessed returns Redis's total_commands_processed.
 func commandsProcessed(ctx context.Context, rdb *redis.Client) int {
