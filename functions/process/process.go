@@ -53,11 +53,13 @@ type Config struct {
 	// ChargeGrace is how long a quota charge may wait for its record before it is refunded.
 	ChargeGrace time.Duration
 	// PoolRefresh is how old a scheduler's prepared pool set may grow before it is read again.
-	PoolRefresh     time.Duration
-	MaxAttempts     int
-	MaxVolumeSizeGB int
-	DefaultZone     string
-	Scheduler       scheduler.Config
+	PoolRefresh time.Duration
+	// DeadLetterRetention is how long dead letters are kept (default 14 days).
+	DeadLetterRetention time.Duration
+	MaxAttempts         int
+	MaxVolumeSizeGB     int
+	DefaultZone         string
+	Scheduler           scheduler.Config
 	// ClaimTimeout is how long an unacknowledged message waits before another consumer claims it.
 	ClaimTimeout time.Duration
 	// Consumers is the number of parallel consumers of the scheduler and results topics in one
@@ -105,6 +107,7 @@ func FromEnv() (Config, error) {
 	dur("BASALT_RELAY_DELAY", &c.RelayDelay)
 	dur("BASALT_CHARGE_GRACE", &c.ChargeGrace)
 	dur("BASALT_POOL_REFRESH", &c.PoolRefresh)
+	dur("BASALT_DEADLETTER_RETENTION", &c.DeadLetterRetention)
 	dur("BASALT_CLAIM_TIMEOUT", &c.ClaimTimeout)
 	num("BASALT_SCHEDULER_MAX_ATTEMPTS", &c.MaxAttempts)
 	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
@@ -173,6 +176,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReportInterval == 0 {
 		c.ReportInterval = 10 * time.Second
+	}
+	if c.DeadLetterRetention == 0 {
+		c.DeadLetterRetention = 14 * 24 * time.Hour
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 3
@@ -310,6 +316,7 @@ func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host strin
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return res.RunReconciler(gctx) })
 	g.Go(func() error { return res.RunRelay(gctx) })
+	g.Go(func() error { return trimStreams(gctx, rdb, st, time.Minute, c.DeadLetterRetention, logger) })
 	g.Go(func() error {
 		return presence.Run(gctx, basalt.BinaryScheduler, host, basalt.DefaultZone, c.ReportInterval, nil, logger)
 	})
