@@ -43,8 +43,7 @@ func (CapabilitiesFilter) pass(q *query, i int) bool {
 		return false
 	}
 	for j := range q.specs {
-		val := q.cols[j].vals[i]
-		if _, absent := val.(absentT); absent || !q.specs[j].matchAny(val) {
+		if !q.verdicts[j][q.cols[j].codes[i]] {
 			return false
 		}
 	}

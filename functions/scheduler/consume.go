@@ -53,7 +53,7 @@ func (ps *PoolSet) Consume(name string, sizeGB float64) bool {
 			if !key.root {
 				path = strings.Split(key.path, ":")
 			}
-			col.vals[i] = lookup(caps, path)
+			col.set(i, lookup(caps, path))
 		}
 	}
 	return true

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"sync"
 	"sync/atomic"
 
@@ -78,9 +79,49 @@ type colKey struct {
 }
 
 // column holds one capability value per pool: the value found at the end of a path, or
-// absent.
+// absent. Its values are also interned: codes[i] indexes pool i's value in distinct, so that a
+// request judges each different value once (query.verdicts) and each pool by a table lookup.
+// Lists and dicts are not compared: each is a distinct value of its own.
 type column struct {
-	vals []any
+	vals     []any
+	codes    []int32
+	distinct []any
+	index    map[any]int32 // scalar value -> code
+}
+
+// encode interns every value of c.
+func (c *column) encode() {
+	c.codes = make([]int32, len(c.vals))
+	c.distinct = c.distinct[:0]
+	c.index = make(map[any]int32, 4)
+	for i, v := range c.vals {
+		c.codes[i] = c.code(v)
+	}
+}
+
+// set changes pool i's value to v.
+func (c *column) set(i int, v any) {
+	c.vals[i] = v
+	if c.codes != nil {
+		c.codes[i] = c.code(v)
+	}
+}
+
+// code returns v's code, interning it.
+func (c *column) code(v any) int32 {
+	switch v.(type) {
+	case nil, string, float64, bool, absentT, int, int64, json.Number:
+		if k, ok := c.index[v]; ok {
+			return k
+		}
+		k := int32(len(c.distinct))
+		c.distinct = append(c.distinct, v)
+		c.index[v] = k
+		return k
+	}
+	k := int32(len(c.distinct)) // a list or a dict: never equal to another for interning
+	c.distinct = append(c.distinct, v)
+	return k
 }
 
 // absentT marks a capability a pool does not report.
@@ -160,6 +201,9 @@ func (ps *PoolSet) reset(pools []basalt.Pool, g ratioConfig, need prep, only pat
 			}
 		}
 	})
+	for _, c := range fill {
+		c.encode()
+	}
 	if built != nil {
 		ps.cols.Store(&built)
 	}
@@ -295,6 +339,7 @@ func (ps *PoolSet) column(key colKey, path []string) *column {
 			c.vals[i] = lookup(ps.pools[i].Capabilities, path)
 		}
 	})
+	c.encode()
 	if old == nil || len(*old) < maxColumns {
 		var m map[colKey]*column
 		if old == nil {

@@ -84,6 +84,7 @@ type query struct {
 	thin      bool     // provisioning:type is not "thick"
 	zones     []string // RESKEY:availability_zones
 	specs     []spec   // extra specs CapabilitiesFilter checks
+	verdicts  [][]bool // per spec: whether each distinct value of its column matches
 	idHash    uint64
 	ratio     ratioConfig
 	attempted []attempt // Request.Attempted
@@ -135,9 +136,18 @@ func (q *query) bind(set *PoolSet) {
 	q.set = set
 	if len(q.specs) > 0 {
 		q.cols = make([]*column, len(q.specs))
+		q.verdicts = make([][]bool, len(q.specs))
 		for j := range q.specs {
 			sp := &q.specs[j]
-			q.cols[j] = set.column(sp.col, sp.path)
+			c := set.column(sp.col, sp.path)
+			q.cols[j] = c
+			// Each different value of the column is judged once.
+			v := make([]bool, len(c.distinct))
+			for k, val := range c.distinct {
+				_, absent := val.(absentT)
+				v[k] = !absent && sp.matchAny(val)
+			}
+			q.verdicts[j] = v
 		}
 	}
 	if q.extend && q.r.Attached {
