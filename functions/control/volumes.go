@@ -384,22 +384,78 @@ func (p *Plane) Volumes(ctx context.Context, o ListOptions) (Page[*basalt.Volume
 		}
 		return Page[*basalt.Volume]{Items: page, More: o.Limit > 0 && len(page) == limit}, nil
 	}
-	all, err := p.store.Volumes(ctx, project)
+	// Filters and sorts are answered from the store's indexes (store.ListVolumes): the filters
+	// on indexed fields narrow the volumes read, and every filter is checked on the records.
+	limit := o.Limit
+	if limit <= 0 || limit > MaxLimit {
+		limit = MaxLimit
+	}
+	q := store.VolumeQuery{Project: project, Marker: o.Marker, Offset: o.Offset, Limit: limit, Count: o.WithCount,
+		Match: func(v *basalt.Volume) bool { return volumeMatches(v, o.Filters) }}
+	var never bool
+	q.Eq, q.Exact, never = volumeIndexFilters(o.Filters)
+	if never {
+		// No volume meets the filters (bootable=maybe, size=01), so no marker is on the list.
+		if o.Marker != "" {
+			return Page[*basalt.Volume]{}, basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", o.Marker)
+		}
+		return counted(Page[*basalt.Volume]{}, o, 0), nil
+	}
+	keys := sortKeys(o.Sort)
+	if k, ok := indexedSort(keys); ok {
+		q.Sort, q.Asc = k.Key, !k.Desc
+	} else {
+		q.Less = func(a, b *basalt.Volume) bool { return lessVolume(a, b, keys) }
+	}
+	res, err := p.store.ListVolumes(ctx, q)
 	if err != nil {
 		return Page[*basalt.Volume]{}, unavailable(p.logger, "list volumes", err)
 	}
-	var out []*basalt.Volume
-	for _, v := range all {
-		if volumeMatches(v, o.Filters) {
-			out = append(out, v)
+	more := o.Limit > 0 && len(res.Items) > 0 && len(res.Items) == limit
+	return counted(Page[*basalt.Volume]{Items: res.Items, More: more}, o, res.Count), nil
+}
+
+// volumeIndexFilters returns the conditions of filters that the store's indexes answer, whether
+// filters hold exactly when those conditions do (exact; then a count comes from the index), and
+// whether no volume can meet filters (never). It mirrors volumeMatches.
+func volumeIndexFilters(filters map[string]string) (eqs []store.VolumeEq, exact, never bool) {
+	exact = true
+	for k, want := range filters {
+		switch k {
+		case "name", "display_name":
+			eqs = append(eqs, store.EqName(want))
+			exact = exact && want != "" // the index holds a volume without a name as ""
+		case "status":
+			eqs = append(eqs, store.EqStatus(want))
+		case "availability_zone":
+			eqs = append(eqs, store.EqAvailabilityZone(want))
+		case "size":
+			n, err := strconv.Atoi(want)
+			if err != nil || strconv.Itoa(n) != want {
+				never = true
+				continue
+			}
+			eqs = append(eqs, store.EqSize(n))
+		case "bootable":
+			b, err := strconv.ParseBool(want)
+			if err != nil {
+				never = true
+				continue
+			}
+			eqs = append(eqs, store.EqBootable(b))
+		case "metadata":
+			for mk, mv := range parseDictLiteral(want) {
+				if mv == "" {
+					exact = false // a volume without the key matches too
+					continue
+				}
+				eqs = append(eqs, store.EqMetadata(mk, mv))
+			}
+		case "name~", "display_name~", "project_id", "volume_type", "volume_type_id", "host":
+			exact = false // checked on the records only
 		}
 	}
-	sortVolumes(out, o.Sort)
-	page, more, err := paginate(out, o, func(v *basalt.Volume) string { return v.ID })
-	if err != nil {
-		return Page[*basalt.Volume]{}, basalt.Errorf(basalt.ENOTFOUND, "Volume %s could not be found.", o.Marker)
-	}
-	return counted(Page[*basalt.Volume]{Items: page, More: more}, o, len(out)), nil
+	return eqs, exact, never
 }
 
 // checkFilters refuses (or, lenient, drops) filters a member may not use. A key ending in "~"
@@ -521,24 +577,63 @@ func literalToken(s string, stop byte) (string, string) {
 	return strings.Trim(strings.TrimSpace(s[:i]), `'"`), s[i:]
 }
 
-func sortVolumes(vs []*basalt.Volume, keys []SortKey) {
-	if len(keys) == 0 {
-		keys = []SortKey{{Key: "created_at", Desc: true}}
-	}
-	keys = append(keys, SortKey{Key: "created_at", Desc: true}, SortKey{Key: "id", Desc: true})
-	sort.SliceStable(vs, func(i, j int) bool {
-		for _, k := range keys {
-			c := compareVolume(vs[i], vs[j], k.Key)
-			if c == 0 {
-				continue
-			}
-			if k.Desc {
-				return c > 0
-			}
-			return c < 0
+// sortKeys returns keys as Cinder orders by them (process_sort_params): name is display_name,
+// and created_at and id follow unless already there, in the direction of the first key
+// (created_at desc by default). Keys after id, which is unique, order nothing and are dropped,
+// as are repeated keys.
+func sortKeys(keys []SortKey) []SortKey {
+	desc := len(keys) == 0 || keys[0].Desc
+	out := make([]SortKey, 0, len(keys)+2)
+	seen := map[string]bool{}
+	for _, k := range append(slices.Clone(keys), SortKey{"created_at", desc}, SortKey{"id", desc}) {
+		if k.Key == "display_name" {
+			k.Key = "name"
 		}
-		return false
-	})
+		if seen[k.Key] {
+			continue
+		}
+		seen[k.Key] = true
+		out = append(out, k)
+		if k.Key == "id" {
+			break
+		}
+	}
+	return out
+}
+
+// indexedSort returns the key of a store index that orders as keys (from sortKeys) do: one key
+// followed by created_at and id, all in one direction.
+func indexedSort(keys []SortKey) (SortKey, bool) {
+	d := keys[0].Desc
+	for _, k := range keys {
+		if k.Desc != d {
+			return SortKey{}, false
+		}
+	}
+	switch {
+	case len(keys) == 1: // id
+		return keys[0], true
+	case len(keys) == 2 && keys[0].Key == "created_at": // created_at, id
+		return keys[0], true
+	case len(keys) == 3 && keys[1].Key == "created_at" && slices.Contains(store.VolumeSortKeys, keys[0].Key):
+		return keys[0], true
+	}
+	return SortKey{}, false
+}
+
+// lessVolume orders volumes by keys (from sortKeys).
+func lessVolume(a, b *basalt.Volume, keys []SortKey) bool {
+	for _, k := range keys {
+		c := compareVolume(a, b, k.Key)
+		if c == 0 {
+			continue
+		}
+		if k.Desc {
+			return c > 0
+		}
+		return c < 0
+	}
+	return false
 }
 
 func compareVolume(a, b *basalt.Volume, key string) int {
@@ -549,15 +644,16 @@ func compareVolume(a, b *basalt.Volume, key string) int {
 		return *s
 	}
 	switch key {
+	// Times compare to the microsecond, the precision the API shows and the indexes hold.
 	case "created_at":
-		return a.CreatedAt.Compare(b.CreatedAt)
+		return cmpInt(a.CreatedAt.UnixMicro(), b.CreatedAt.UnixMicro())
 	case "updated_at":
 		var ta, tb int64
-		if a.UpdatedAt != nil {
-			ta = a.UpdatedAt.UnixNano()
+		if a.UpdatedAt != nil && !a.UpdatedAt.IsZero() {
+			ta = a.UpdatedAt.UnixMicro()
 		}
-		if b.UpdatedAt != nil {
-			tb = b.UpdatedAt.UnixNano()
+		if b.UpdatedAt != nil && !b.UpdatedAt.IsZero() {
+			tb = b.UpdatedAt.UnixMicro()
 		}
 		return cmpInt(ta, tb)
 	case "id":

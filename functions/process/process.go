@@ -237,6 +237,12 @@ func RunAPI(ctx context.Context, c Config, opts *redis.Options, logger *slog.Log
 	if _, err := plane.EnsureDefaultType(ctx); err != nil {
 		return fmt.Errorf("create the default volume type: %w", err)
 	}
+	// Index the volumes written before the list indexes existed (once: a version key marks it done).
+	if n, err := plane.Store().ReindexVolumes(ctx); err != nil {
+		return fmt.Errorf("index the volumes: %w", err)
+	} else if n > 0 {
+		logger.Info("indexed volumes for listing", "volumes", n)
+	}
 	// A client gets ReadTimeout to send its request: one that stalls in its headers or body is
 	// disconnected. Once the body is read, a handler may run longer (a synchronous call waits
 	// up to CallTimeout): net/http clears the read deadline then.

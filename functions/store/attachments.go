@@ -52,8 +52,10 @@ func (s *Store) ChangeVolume(ctx context.Context, id string, fn func(v *basalt.V
 	now := s.Now()
 	var c VolumeChange
 	var before map[string]bool
+	var indexed []ixEntry // the index entries of the record read
 	return update(ctx, s.rdb, volumeKey(id), volumeNotFound(id), func(v *basalt.Volume) error {
 		c = VolumeChange{}
+		indexed = volumeIndexEntries(v)
 		before = map[string]bool{}
 		for _, a := range v.Attachments {
 			before[a.ID] = true
@@ -74,6 +76,7 @@ func (s *Store) ChangeVolume(ctx context.Context, id string, fn func(v *basalt.V
 		for gone := range before {
 			unindexAttachment(ctx, tx, gone, v.ProjectID)
 		}
+		reindexVolume(ctx, tx, indexed, v)
 		for _, op := range c.ops {
 			putOp(ctx, tx, op)
 		}

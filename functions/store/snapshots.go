@@ -66,10 +66,12 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn *basalt.Snapshot, op *bas
 		if err := check(v); err != nil {
 			return nil, err
 		}
+		before := volumeIndexEntries(v)
 		v.Snapshots++
 		v.UpdatedAt = &now
 		return func(pipe redis.Pipeliner) {
 			pipe.Set(ctx, volumeKey(v.ID), mustJSON(v), 0)
+			reindexVolume(ctx, pipe, before, v)
 			s.putSnapshot(ctx, pipe, sn)
 			if op != nil {
 				putOp(ctx, pipe, op)
@@ -164,9 +166,11 @@ func (s *Store) RemoveSnapshot(ctx context.Context, sn *basalt.Snapshot) error {
 			pipe.ZRem(ctx, projectSnapshotsKey(sn.ProjectID), sn.ID)
 			pipe.ZRem(ctx, volumeSnapshotsKey(sn.VolumeID), sn.ID)
 			if v != nil {
+				before := volumeIndexEntries(v)
 				v.Snapshots = max(0, v.Snapshots-1)
 				v.UpdatedAt = &now
 				pipe.Set(ctx, volumeKey(v.ID), mustJSON(v), 0)
+				reindexVolume(ctx, pipe, before, v)
 			}
 		}, nil
 	})
@@ -203,6 +207,7 @@ func (s *Store) UpdateVolumeAndSnapshots(ctx context.Context, volumeID string, s
 			}
 			snaps = append(snaps, sn)
 		}
+		before := volumeIndexEntries(v)
 		if err := fn(v, snaps); err != nil {
 			return nil, err
 		}
@@ -213,6 +218,7 @@ func (s *Store) UpdateVolumeAndSnapshots(ctx context.Context, volumeID string, s
 		vOut, sOut = v, snaps
 		return func(pipe redis.Pipeliner) {
 			pipe.Set(ctx, volumeKey(v.ID), mustJSON(v), 0)
+			reindexVolume(ctx, pipe, before, v)
 			for _, sn := range snaps {
 				pipe.Set(ctx, snapshotKey(sn.ID), mustJSON(sn), 0)
 			}

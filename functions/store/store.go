@@ -146,6 +146,7 @@ func (s *Store) CreateVolume(ctx context.Context, v *basalt.Volume, op *basalt.O
 		tx.Set(ctx, volumeKey(v.ID), mustJSON(v), 0)
 		tx.ZAdd(ctx, volumesKey, redis.Z{Score: score(v.CreatedAt), Member: v.ID})
 		tx.ZAdd(ctx, projectVolumesKey(v.ProjectID), redis.Z{Score: score(v.CreatedAt), Member: v.ID})
+		reindexVolume(ctx, tx, nil, v)
 		if op != nil {
 			putOp(ctx, tx, op)
 		}
@@ -250,13 +251,16 @@ func (s *Store) UpdateVolume(ctx context.Context, id string, fn func(v *basalt.V
 func (s *Store) UpdateVolumeWithOp(ctx context.Context, id string, fn func(v *basalt.Volume) error,
 	op func(v *basalt.Volume) *basalt.Operation) (*basalt.Volume, error) {
 	now := s.Now()
+	var before []ixEntry // the index entries of the record read
 	return update(ctx, s.rdb, volumeKey(id), volumeNotFound(id), func(v *basalt.Volume) error {
+		before = volumeIndexEntries(v)
 		if err := fn(v); err != nil {
 			return err
 		}
 		v.UpdatedAt = &now
 		return nil
 	}, func(tx redis.Pipeliner, v *basalt.Volume) {
+		reindexVolume(ctx, tx, before, v)
 		if op != nil {
 			if o := op(v); o != nil {
 				putOp(ctx, tx, o)
@@ -265,16 +269,23 @@ func (s *Store) UpdateVolumeWithOp(ctx context.Context, id string, fn func(v *ba
 	})
 }
 
-// DeleteVolume removes volume id's record. It is idempotent.
+// DeleteVolume removes volume id's record. It is idempotent. The index entries removed are
+// those of the record as stored (read under WATCH), which v may not be.
 func (s *Store) DeleteVolume(ctx context.Context, v *basalt.Volume) error {
-	_, err := s.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
-		tx.Del(ctx, volumeKey(v.ID))
-		tx.ZRem(ctx, volumesKey, v.ID)
-		tx.ZRem(ctx, projectVolumesKey(v.ProjectID), v.ID)
-		for _, a := range v.Attachments {
-			unindexAttachment(ctx, tx, a.ID, v.ProjectID)
+	err := s.txn(ctx, []string{volumeKey(v.ID)}, func(tx *redis.Tx) (func(redis.Pipeliner), error) {
+		stored, err := getJSON[basalt.Volume](ctx, tx, volumeKey(v.ID))
+		if err != nil {
+			return nil, err
 		}
-		return nil
+		return func(tx redis.Pipeliner) {
+			tx.Del(ctx, volumeKey(v.ID))
+			tx.ZRem(ctx, volumesKey, v.ID)
+			tx.ZRem(ctx, projectVolumesKey(v.ProjectID), v.ID)
+			for _, a := range v.Attachments {
+				unindexAttachment(ctx, tx, a.ID, v.ProjectID)
+			}
+			reindexVolume(ctx, tx, volumeIndexEntries(stored), nil)
+		}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("delete volume %s: %w", v.ID, err)
@@ -303,6 +314,7 @@ func (s *Store) DeleteVolumeIf(ctx context.Context, id string, check func(v *bas
 			for _, a := range v.Attachments {
 				unindexAttachment(ctx, pipe, a.ID, v.ProjectID)
 			}
+			reindexVolume(ctx, pipe, volumeIndexEntries(v), nil)
 		}, nil
 	})
 }
