@@ -5,7 +5,6 @@ package main
 // dead-lettered instead of stopping its consumer.
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,27 +31,9 @@ const unavailableBound = 4 * time.Second
 // timedRequest sends one request and reports its status, Retry-After and duration. It does not
 // fail the test: callers judge the answer.
 func (s *stack) timedRequest(method, path, body string, hdr ...string) (status int, retryAfter string, d time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, _ := http.NewRequestWithContext(ctx, method, s.base+path, rd)
-	req.Header.Set("X-Auth-Token", "admin:admin")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(mv, "volume 3.54")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
 	start := time.Now()
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", time.Since(start), err
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	return res.StatusCode, res.Header.Get("Retry-After"), time.Since(start), nil
+	r, err := s.tryRequest(method, path, body, append([]string{mv, "volume 3.54"}, hdr...)...)
+	return r.status, r.header.Get("Retry-After"), time.Since(start), err
 }
 
 // TestE2ERedisFaultFrozen freezes redis-server (SIGSTOP) under a running stack: reads and

@@ -42,20 +42,29 @@ type nopPub struct{}
 
 func (nopPub) PublishContext(context.Context, string, string, string, any) error { return nil }
 
+// ownRedis starts a redis-server of the phase's own in a temporary directory and returns it with
+// a client; stop stops both and removes the directory.
+func ownRedis(ctx context.Context, name string, poolSize int) (rs *redisServer, rdb *redis.Client, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "basalt-bench-"+name+"-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rs, err = startRedis(ctx, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	rdb = redis.NewClient(&redis.Options{Addr: rs.addr, PoolSize: poolSize})
+	return rs, rdb, func() { rdb.Close(); rs.stop(); os.RemoveAll(dir) }, nil
+}
+
 func benchProductionPlacement(ctx context.Context, counts []int, maxCalls int, maxTime time.Duration,
 	progress io.Writer) ([]prodRow, string, error) {
-	dir, err := os.MkdirTemp("", "basalt-bench-placement-")
+	rs, rdb, stop, err := ownRedis(ctx, "placement", 0)
 	if err != nil {
 		return nil, "", err
 	}
-	defer os.RemoveAll(dir)
-	rs, err := startRedis(ctx, dir)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rs.stop()
-	rdb := redis.NewClient(&redis.Options{Addr: rs.addr})
-	defer rdb.Close()
+	defer stop()
 	var rows []prodRow
 	for _, n := range counts {
 		if ctx.Err() != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,18 +43,11 @@ type replicaRow struct {
 }
 
 func benchReports(ctx context.Context, backends, rate int, d time.Duration, progress io.Writer) (*reportsResult, string, error) {
-	dir, err := os.MkdirTemp("", "basalt-bench-reports-")
+	rs, rdb, stop, err := ownRedis(ctx, "reports", 64)
 	if err != nil {
 		return nil, "", err
 	}
-	defer os.RemoveAll(dir)
-	rs, err := startRedis(ctx, dir)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rs.stop()
-	rdb := redis.NewClient(&redis.Options{Addr: rs.addr, PoolSize: 64})
-	defer rdb.Close()
+	defer stop()
 	res := &reportsResult{backends: backends, rate: rate}
 	res.memBefore = usedMemory(ctx, rdb)
 	pools := syntheticPools(backends)
