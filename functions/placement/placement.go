@@ -659,15 +659,10 @@ func leaveMessage(ctx context.Context, st *store.Store, project, requestID, reso
 		ResourceUUID: resourceID, CreatedAt: now, ExpiresAt: now.Add(ttl)})
 }
 
-// decisionRecord is what is kept of a placement: the whole explanation for a small pool set,
-// else the chosen pool, the five best candidates and how many pools were rejected, so the
-// record stays small (and cheap to build) over thousands of pools.
-func decisionRecord(d *scheduler.Decision, chosen string) string {
-	return decisionRecorder(d)(chosen)
-}
-
-// decisionRecorder formats what decisionRecord keeps of d, but the chosen pool, at once: the
-// record can then be made after d (and the pool set it refers to) is let go.
+// decisionRecorder returns what is kept of a placement on d: the whole explanation for a small
+// pool set, else the chosen pool, the five best candidates and how many pools were rejected, so
+// the record stays small (and cheap to build) over thousands of pools. All but the chosen pool is
+// formatted at once, so the record can be made after d (and the pool set it refers to) is let go.
 func decisionRecorder(d *scheduler.Decision) func(chosen string) string {
 	if len(d.Ranked)+d.NumRejected() <= 50 {
 		explain := d.Explain()

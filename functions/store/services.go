@@ -105,33 +105,20 @@ func (s *Store) ServicesVersion(ctx context.Context) (int64, error) {
 // now), enabled and has reported capabilities. Each pool's allocated_capacity_gb is the
 // capacity ledger's figure, and a numeric provisioned_capacity_gb is at least that.
 func (s *Store) Pools(ctx context.Context, now time.Time, downTime time.Duration) ([]basalt.Pool, error) {
-	pools, _, err := s.PoolSnapshot(ctx, now, downTime)
-	return pools, err
-}
-
-// PoolSnapshot is Pools, and the time until which the list holds: the first moment one of its
-// backends will be down unless it heartbeats again. A cache of the pools must read them again
-// by then, or whenever ServicesVersion changes.
-func (s *Store) PoolSnapshot(ctx context.Context, now time.Time, downTime time.Duration) (pools []basalt.Pool, validUntil time.Time, err error) {
 	svcs, err := s.Services(ctx)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	var backends []*basalt.Service
-	validUntil = now.Add(downTime)
 	for _, svc := range svcs {
 		if svc.Binary == basalt.BinaryVolume && !svc.Disabled && svc.Up(now, downTime) {
 			backends = append(backends, svc)
-			if until := svc.UpdatedAt.Add(downTime); until.Before(validUntil) {
-				validUntil = until
-			}
 		}
 	}
 	if len(backends) == 0 {
-		return nil, validUntil, nil
+		return nil, nil
 	}
-	pools, err = s.poolsOf(ctx, backends)
-	return pools, validUntil, err
+	return s.poolsOf(ctx, backends)
 }
 
 // poolsOf returns the pools that backends report, with the ledger's allocated capacity.
