@@ -65,7 +65,7 @@ type backend struct {
 }
 
 // New opens the drivers of every backend. redisOpts configures the agent's own connections.
-func New(cfg Config, bus *events.Bus, redisOpts *redis.Options, logger *slog.Logger) (*Agent, error) {
+func New(cfg Config, bus *events.Bus, redisOpts *events.RedisOptions, logger *slog.Logger) (*Agent, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

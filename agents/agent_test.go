@@ -132,7 +132,7 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 	rdb := rs.Client()
 	ctx := context.Background()
 	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 	a, err := agents.New(agents.Config{Host: "h", DataDir: t.TempDir(), ReportInterval: agents.Duration(100 * time.Millisecond),
 		OperationLease: agents.Duration(lease),
 		Backends:       []agents.BackendConfig{{Name: "b", Driver: "fake", Workers: 1, Delay: agents.Duration(3 * lease)}}},
-		bus, rs.Options(), logger)
+		bus, events.Single(rs.Options()), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,12 +220,12 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 func runAgent(t *testing.T, rs *redistest.Server, dir string) *events.Bus {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
-		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, rs.Options(), logger)
+		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, events.Single(rs.Options()), logger)
 	if err != nil {
 		bus.Close()
 		t.Fatal(err)

@@ -19,9 +19,10 @@ const ownedInterval = 50 * time.Millisecond
 
 // newOwnedAgent makes an agent of host h with one fake backend b that heartbeats every
 // ownedInterval, and its bus, both connecting with opts. The caller closes both.
-func newOwnedAgent(t *testing.T, opts *redis.Options) (*agents.Agent, *events.Bus) {
+func newOwnedAgent(t *testing.T, o *redis.Options) (*agents.Agent, *events.Bus) {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
+	opts := events.Single(o)
 	bus, err := events.NewBus(events.BusConfig{Redis: opts}, logger)
 	if err != nil {
 		t.Fatal(err)

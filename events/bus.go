@@ -21,7 +21,7 @@ type BusConfig struct {
 	// Redis are the options of every connection the bus opens (through NewRedisClient, so
 	// every call has a deadline). Each subscriber gets its own client, because closing a
 	// Watermill subscriber closes its client.
-	Redis *redis.Options
+	Redis *RedisOptions
 	// MaxIdleTime is how long a delivered, unacknowledged message stays with a consumer before
 	// another consumer of the group claims it (a crashed consumer's messages). Handlers ack
 	// quickly, so this can be short. Default 30s.

@@ -23,7 +23,7 @@ func TestUndecodableEntriesAreDeadLettered(t *testing.T) {
 	rdb := rs.Client()
 	ctx := context.Background()
 	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

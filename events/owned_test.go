@@ -20,7 +20,7 @@ import (
 func TestPublishContextCarriesTheCallersContext(t *testing.T) {
 	rs := redistest.Start(t)
 	rdb := rs.Client()
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, slog.New(slog.DiscardHandler))
+	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRunRouterStopsWithItsContext(t *testing.T) {
 	}
 	baseline := clients()
 	var logs lockedBuffer
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()},
+	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())},
 		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)

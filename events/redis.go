@@ -9,22 +9,87 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// defaultRedisTimeout is go-redis's read timeout when Options.ReadTimeout is zero.
+// defaultRedisTimeout is go-redis's read timeout when ReadTimeout is zero.
 const defaultRedisTimeout = 5 * time.Second
+
+// RedisOptions configure every connection of a Basalt process to one Redis deployment: a
+// single server (Single) or a Redis Cluster (Cluster). Exactly one is set.
+type RedisOptions struct {
+	Single  *redis.Options
+	Cluster *redis.ClusterOptions
+}
+
+// Single returns the options of one Redis server.
+func Single(o *redis.Options) *RedisOptions { return &RedisOptions{Single: o} }
+
+// ParseRedisURL reads a Redis URL. redis://, rediss:// and unix:// name one server (go-redis's
+// ParseURL); redis+cluster:// and rediss+cluster:// name a Redis Cluster by one or more of its
+// nodes, the first as the URL's host and the others as repeated addr parameters
+// (redis+cluster://10.0.0.1:6379?addr=10.0.0.2:6379&addr=10.0.0.3:6379), with the query
+// parameters of go-redis's ParseClusterURL.
+func ParseRedisURL(url string) (*RedisOptions, error) {
+	for _, scheme := range []string{"redis", "rediss"} {
+		if rest, ok := strings.CutPrefix(url, scheme+"+cluster://"); ok {
+			o, err := redis.ParseClusterURL(scheme + "://" + rest)
+			if err != nil {
+				return nil, err
+			}
+			return &RedisOptions{Cluster: o}, nil
+		}
+	}
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	return Single(o), nil
+}
+
+// SetDefaultTimeouts sets the dial, read, write and pool timeouts that are zero to d.
+func (o *RedisOptions) SetDefaultTimeouts(d time.Duration) {
+	var ts []*time.Duration
+	if o.Cluster != nil {
+		ts = []*time.Duration{&o.Cluster.DialTimeout, &o.Cluster.ReadTimeout, &o.Cluster.WriteTimeout, &o.Cluster.PoolTimeout}
+	} else {
+		ts = []*time.Duration{&o.Single.DialTimeout, &o.Single.ReadTimeout, &o.Single.WriteTimeout, &o.Single.PoolTimeout}
+	}
+	for _, t := range ts {
+		if *t == 0 {
+			*t = d
+		}
+	}
+}
+
+// String names the deployment for logs, without credentials.
+func (o *RedisOptions) String() string {
+	if o.Cluster != nil {
+		return "cluster " + strings.Join(o.Cluster.Addrs, ",")
+	}
+	return o.Single.Addr
+}
 
 // NewRedisClient returns a client for opts on which every Redis call has a deadline, so that a
 // frozen or unreachable Redis fails the call in bounded time instead of holding its caller:
-// a command or pipeline must finish, retries and connection waits included, within
-// opts.ReadTimeout (go-redis's 5s when zero; no deadline when negative). A blocking command
-// sent alone (BLPOP, XREADGROUP BLOCK, ...) gets its block time on top; one that blocks forever
-// gets no deadline. A caller's earlier deadline still wins. The client respects context deadlines
+// a command or pipeline must finish, retries and connection waits included, within the read
+// timeout (go-redis's 5s when zero; no deadline when negative). A blocking command sent alone
+// (BLPOP, XREADGROUP BLOCK, ...) gets its block time on top; one that blocks forever gets no
+// deadline. A caller's earlier deadline still wins. The client respects context deadlines
 // (ContextTimeoutEnabled), which is how the deadline reaches the socket. Every Basalt process
-// makes its clients here. Close the client when done.
-func NewRedisClient(opts *redis.Options) *redis.Client {
-	o := *opts
-	o.ContextTimeoutEnabled = true
-	c := redis.NewClient(&o)
-	timeout := o.ReadTimeout
+// makes its clients here. For a Cluster the client follows MOVED and ASK redirections and
+// retries TRYAGAIN and CLUSTERDOWN within the same deadline. Close the client when done.
+func NewRedisClient(opts *RedisOptions) redis.UniversalClient {
+	var (
+		c       redis.UniversalClient
+		timeout time.Duration
+	)
+	if opts.Cluster != nil {
+		o := *opts.Cluster
+		o.ContextTimeoutEnabled = true
+		c, timeout = redis.NewClusterClient(&o), o.ReadTimeout
+	} else {
+		o := *opts.Single
+		o.ContextTimeoutEnabled = true
+		c, timeout = redis.NewClient(&o), o.ReadTimeout
+	}
 	if timeout == 0 {
 		timeout = defaultRedisTimeout
 	}

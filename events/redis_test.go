@@ -20,7 +20,7 @@ func TestRedisCallsHaveDeadlines(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	opts := rs.Options()
 	opts.ReadTimeout, opts.WriteTimeout, opts.DialTimeout, opts.PoolTimeout = timeout, timeout, timeout, timeout
-	rdb := events.NewRedisClient(opts)
+	rdb := events.NewRedisClient(events.Single(opts))
 	defer rdb.Close()
 	ctx := context.Background()
 

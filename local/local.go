@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt/agents"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/process"
 	"github.com/basalt-storage/basalt/functions/store"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -174,8 +174,8 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 }
 
 // waitForPools waits (up to ten seconds) until n backends report pools the scheduler can use.
-func waitForPools(ctx context.Context, opts *redis.Options, n int) {
-	rdb := redis.NewClient(opts)
+func waitForPools(ctx context.Context, opts *events.RedisOptions, n int) {
+	rdb := events.NewRedisClient(opts)
 	defer rdb.Close()
 	st := store.New(rdb, nil)
 	t := time.NewTicker(50 * time.Millisecond)

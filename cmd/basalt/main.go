@@ -21,7 +21,6 @@ import (
 	"github.com/basalt-storage/basalt/functions/scheduler"
 	"github.com/basalt-storage/basalt/functions/store"
 	"github.com/basalt-storage/basalt/local"
-	"github.com/redis/go-redis/v9"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -143,7 +142,7 @@ func run(args []string, out io.Writer) error {
 	return fmt.Errorf("unknown command %q", cmd)
 }
 
-func runExplain(ctx context.Context, cfg process.Config, opts *redis.Options, out io.Writer, size int, vtype, zone string, logger *slog.Logger) error {
+func runExplain(ctx context.Context, cfg process.Config, opts *events.RedisOptions, out io.Writer, size int, vtype, zone string, logger *slog.Logger) error {
 	rdb := events.NewRedisClient(opts)
 	defer rdb.Close()
 	st := store.New(rdb, nil)

@@ -24,7 +24,6 @@ import (
 	"github.com/basalt-storage/basalt/functions/results"
 	"github.com/basalt-storage/basalt/functions/scheduler"
 	"github.com/basalt-storage/basalt/functions/store"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -192,26 +191,23 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// RedisOptions parses c.RedisURL. The dial, read, write and pool timeouts that the URL does not
-// set are c.RedisTimeout (events.NewRedisClient makes the read timeout every call's deadline).
-func (c Config) RedisOptions() (*redis.Options, error) {
+// RedisOptions parses c.RedisURL (events.ParseRedisURL: one server or a Cluster). The dial,
+// read, write and pool timeouts that the URL does not set are c.RedisTimeout
+// (events.NewRedisClient makes the read timeout every call's deadline).
+func (c Config) RedisOptions() (*events.RedisOptions, error) {
 	if c.RedisURL == "" {
 		return nil, errors.New("REDIS_URL is required (for example redis://127.0.0.1:6379/0)")
 	}
-	o, err := redis.ParseURL(c.RedisURL)
+	o, err := events.ParseRedisURL(c.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	for _, d := range []*time.Duration{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout} {
-		if *d == 0 {
-			*d = c.RedisTimeout
-		}
-	}
+	o.SetDefaultTimeouts(c.RedisTimeout)
 	return o, nil
 }
 
 // Bus opens the message bus.
-func (c Config) Bus(opts *redis.Options, logger *slog.Logger) (*events.Bus, error) {
+func (c Config) Bus(opts *events.RedisOptions, logger *slog.Logger) (*events.Bus, error) {
 	return events.NewBus(events.BusConfig{Redis: opts, MaxIdleTime: c.ClaimTimeout}, logger)
 }
 
@@ -224,7 +220,7 @@ func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) 
 
 // RunAPI serves the API on c.Listen until ctx ends. ready, if non-nil, receives the bound
 // address once the server listens.
-func RunAPI(ctx context.Context, c Config, opts *redis.Options, logger *slog.Logger, ready func(addr string)) error {
+func RunAPI(ctx context.Context, c Config, opts *events.RedisOptions, logger *slog.Logger, ready func(addr string)) error {
 	c.setDefaults() // for a Config not read by FromEnv
 	bus, err := c.Bus(opts, logger)
 	if err != nil {
@@ -274,7 +270,7 @@ func RunAPI(ctx context.Context, c Config, opts *redis.Options, logger *slog.Log
 
 // RunScheduler runs the scheduler function, the results function and the reconciler until ctx
 // ends, and heartbeats as a cinder-scheduler service named host.
-func RunScheduler(ctx context.Context, c Config, opts *redis.Options, host string, logger *slog.Logger) error {
+func RunScheduler(ctx context.Context, c Config, opts *events.RedisOptions, host string, logger *slog.Logger) error {
 	bus, err := c.Bus(opts, logger)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -16,8 +17,8 @@ func TestRedisOptionsTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, got := range map[string]time.Duration{"dial": o.DialTimeout, "read": o.ReadTimeout,
-		"write": o.WriteTimeout, "pool": o.PoolTimeout} {
+	for name, got := range map[string]time.Duration{"dial": o.Single.DialTimeout, "read": o.Single.ReadTimeout,
+		"write": o.Single.WriteTimeout, "pool": o.Single.PoolTimeout} {
 		if got != 500*time.Millisecond {
 			t.Errorf("RedisOptions() %s timeout = %v, want the 500ms default", name, got)
 		}
@@ -31,9 +32,34 @@ func TestRedisOptionsTimeouts(t *testing.T) {
 	if o, err = c.RedisOptions(); err != nil {
 		t.Fatal(err)
 	}
-	if o.ReadTimeout != 2*time.Second || o.DialTimeout != 250*time.Millisecond {
+	if o.Single.ReadTimeout != 2*time.Second || o.Single.DialTimeout != 250*time.Millisecond {
 		t.Errorf("RedisOptions() with read_timeout=2s in the URL and BASALT_REDIS_TIMEOUT=250ms: read %v, dial %v; want 2s, 250ms",
-			o.ReadTimeout, o.DialTimeout)
+			o.Single.ReadTimeout, o.Single.DialTimeout)
+	}
+
+	// A Cluster is named by its nodes: the URL's host and repeated addr parameters.
+	t.Setenv("REDIS_URL", "redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002&read_timeout=2s")
+	if c, err = FromEnv(); err != nil {
+		t.Fatal(err)
+	}
+	if o, err = c.RedisOptions(); err != nil {
+		t.Fatal(err)
+	}
+	if o.Single != nil || o.Cluster == nil {
+		t.Fatalf("RedisOptions() for a redis+cluster:// URL = %+v, want Cluster options", o)
+	}
+	if want := []string{"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"}; !slices.Equal(o.Cluster.Addrs, want) {
+		t.Errorf("cluster nodes = %v, want %v", o.Cluster.Addrs, want)
+	}
+	if o.Cluster.ReadTimeout != 2*time.Second || o.Cluster.DialTimeout != 250*time.Millisecond {
+		t.Errorf("cluster timeouts: read %v, dial %v; want 2s from the URL, 250ms from BASALT_REDIS_TIMEOUT",
+			o.Cluster.ReadTimeout, o.Cluster.DialTimeout)
+	}
+	t.Setenv("REDIS_URL", "redis+cluster://127.0.0.1:7000?no_such_option=1")
+	if c, err = FromEnv(); err == nil {
+		if _, err = c.RedisOptions(); err == nil {
+			t.Errorf("RedisOptions() with an unknown cluster URL parameter = nil error, want one")
+		}
 	}
 
 	t.Setenv("BASALT_REDIS_TIMEOUT", "soon")

@@ -237,7 +237,7 @@ func showValue(v any, ok bool) string {
 func runAgentsUntilReported(t *testing.T, rs *redistest.Server, cfgs []agents.Config) {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: rs.Options()}, logger)
+	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func runAgentsUntilReported(t *testing.T, rs *redistest.Server, cfgs []agents.Co
 	}()
 	for _, cfg := range cfgs {
 		cfg.ReportInterval = agents.Duration(50 * time.Millisecond)
-		a, err := agents.New(cfg, bus, rs.Options(), logger)
+		a, err := agents.New(cfg, bus, events.Single(rs.Options()), logger)
 		if err != nil {
 			t.Fatalf("agents.New(%+v) = %v", cfg, err)
 		}
