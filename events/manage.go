@@ -19,7 +19,7 @@ const (
 )
 
 // InventoryKey holds the latest inventory of one backend (host@backend), as JSON.
-func InventoryKey(backend string) string { return KeyPrefix + "inventory:" + backend }
+func InventoryKey(backend string) string { return HostPrefix(backend) + "inventory:" + backend }
 
 // An Inventory is what an agent reports of the volumes its backend holds, whether a record owns
 // them or not: every object the driver lists (drivers.Lister), as the driver's Stat sees it.

@@ -6,25 +6,40 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/redis/go-redis/v9"
 )
 
-// Every Redis key of Basalt starts with KeyPrefix. The hash tag keeps all keys in one Redis
-// Cluster slot, so every multi-key script and transaction is Cluster-safe.
+// Every Redis key of Basalt's resource state starts with KeyPrefix. Its hash tag keeps that
+// state in one Redis Cluster slot, so every multi-key script and transaction on it is
+// Cluster-safe. What a host writes on its own (heartbeats, capability reports, inventories,
+// agent journals) lives under HostPrefix instead, in its host's slot, so that the write load
+// of many hosts spreads over a Cluster's masters. docs/architecture.md lists every key.
 const KeyPrefix = "basalt:{basalt}:"
+
+// HostPrefix returns the prefix of the keys written by one host's processes: those keys share
+// the host's Cluster slot (the hash tag is the host, the part of a service's host before '@').
+// No transaction spans a host's keys and the state's: a host's writes are single-slot, and the
+// indexes that name them (ServicesKey, BeatsKey, ReportsKey) are written after them.
+func HostPrefix(host string) string {
+	if i := strings.IndexByte(host, '@'); i >= 0 {
+		host = host[:i]
+	}
+	return "basalt:{h:" + host + "}:"
+}
 
 // ServicesKey is the set of every service that ever heartbeated, as "binary|host".
 const ServicesKey = KeyPrefix + "services"
 
 // ServiceKey is the hash of one service's heartbeat: zone, created_at, updated_at (Unix
 // nanoseconds) and busy (driver calls in flight).
-func ServiceKey(binary, host string) string { return KeyPrefix + "svc:" + binary + ":" + host }
+func ServiceKey(binary, host string) string { return HostPrefix(host) + "svc:" + binary + ":" + host }
 
 // CapabilitiesKey holds the latest capability report of one backend (host@backend), as JSON.
-func CapabilitiesKey(backend string) string { return KeyPrefix + "caps:" + backend }
+func CapabilitiesKey(backend string) string { return HostPrefix(backend) + "caps:" + backend }
 
 // A CapabilityReport is what an agent reports for one backend: its driver's report as Cinder's
 // volume manager sends it to the scheduler, raw. Capabilities holds the backend-level keys and
@@ -68,13 +83,21 @@ func (p *Presence) Close() error { return p.rdb.Close() }
 func (p *Presence) Heartbeat(ctx context.Context, binary, host, zone string, busy int) error {
 	now := p.now().UTC().UnixNano()
 	key := ServiceKey(binary, host)
+	member := binary + "|" + host
+	// The heartbeat first, then the indexes that name it (another slot in a Cluster): a reader
+	// that finds the service in the indexes finds its heartbeat. Both writes may be repeated.
 	_, err := p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
-		tx.SAdd(ctx, ServicesKey, binary+"|"+host)
-		tx.ZAdd(ctx, BeatsKey, redis.Z{Score: float64(now / 1e6), Member: binary + "|" + host})
 		tx.HSetNX(ctx, key, "created_at", now)
 		tx.HSet(ctx, key, "zone", zone, "updated_at", strconv.FormatInt(now, 10), "busy", busy)
 		return nil
 	})
+	if err == nil {
+		_, err = p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+			tx.SAdd(ctx, ServicesKey, member)
+			tx.ZAdd(ctx, BeatsKey, redis.Z{Score: float64(now / 1e6), Member: member})
+			return nil
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("heartbeat %s %s: %w", binary, host, err)
 	}
@@ -91,11 +114,11 @@ func (p *Presence) Report(ctx context.Context, r CapabilityReport) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
-		tx.Set(ctx, CapabilitiesKey(r.Backend), b, 0)
-		tx.ZAdd(ctx, ReportsKey, redis.Z{Score: float64(p.now().UnixMilli()), Member: r.Backend})
-		return nil
-	})
+	// The report first, then its entry in the index of reports (another slot in a Cluster).
+	err = p.rdb.Set(ctx, CapabilitiesKey(r.Backend), b, 0).Err()
+	if err == nil {
+		err = p.rdb.ZAdd(ctx, ReportsKey, redis.Z{Score: float64(p.now().UnixMilli()), Member: r.Backend}).Err()
+	}
 	if err != nil {
 		return fmt.Errorf("report capabilities of %s: %w", r.Backend, err)
 	}

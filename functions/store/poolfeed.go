@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -72,17 +73,19 @@ func (s *Store) readReports(ctx context.Context, hosts []string, into map[string
 	if len(hosts) == 0 {
 		return nil
 	}
-	keys := make([]string, len(hosts))
+	// One GET per report, pipelined: reports live in their hosts' slots (a Cluster's client
+	// sends each node its share in one round trip), where one MGET could not reach them.
+	pipe := s.rdb.Pipeline()
+	gets := make([]*redis.StringCmd, len(hosts))
 	for i, h := range hosts {
-		keys[i] = events.CapabilitiesKey(h)
+		gets[i] = pipe.Get(ctx, events.CapabilitiesKey(h))
 	}
-	raws, err := s.rdb.MGet(ctx, keys...).Result()
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read capabilities: %w", err)
 	}
-	for i, raw := range raws {
-		str, ok := raw.(string)
-		if !ok {
+	for i, get := range gets {
+		str, err := get.Result()
+		if err != nil {
 			continue // no report yet
 		}
 		b := into[hosts[i]]

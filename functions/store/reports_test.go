@@ -244,7 +244,7 @@ func runAgentsUntilReported(t *testing.T, rs *redistest.Server, cfgs []agents.Co
 	defer bus.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var keys []string
+	var names []string
 	done := make(chan error, len(cfgs))
 	var running []*agents.Agent
 	defer func() {
@@ -266,20 +266,27 @@ func runAgentsUntilReported(t *testing.T, rs *redistest.Server, cfgs []agents.Co
 		}
 		for _, b := range cfg.Backends {
 			name := cfg.Host + "@" + b.Name
-			keys = append(keys, events.CapabilitiesKey(name), events.ServiceKey(basalt.BinaryVolume, name))
+			names = append(names, name)
 		}
 		running = append(running, a)
 		go func() { done <- a.Run(ctx) }()
 	}
-	rdb := rs.Client()
+	// Until a reader sees every backend's heartbeat and report, as placement reads them.
+	st := store.New(rs.Client(), nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n, err := rdb.Exists(ctx, keys...).Result()
-		if err == nil && n == int64(len(keys)) {
+		seen, err := st.Backends(ctx)
+		n := 0
+		for _, name := range names {
+			if b := seen[name]; b != nil && b.Report != "" && !b.Beat.IsZero() {
+				n++
+			}
+		}
+		if err == nil && n == len(names) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the agents did not report within 10s: %d of %d keys (%v)", n, len(keys), err)
+			t.Fatalf("the agents did not report within 10s: %d of %d backends (%v)", n, len(names), err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
