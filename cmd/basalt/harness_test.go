@@ -92,8 +92,9 @@ func (p *proc) kill(sig syscall.Signal) {
 type stack struct {
 	t      *testing.T
 	dir    string
-	redis  *redistest.Server
-	proxy  *redistest.Proxy // between every process and redis-server, when the stack has one
+	redis  *redistest.Server  // nil on a Redis Cluster
+	proxy  *redistest.Proxy   // between every process and redis-server, when the stack has one
+	rcl    *redistest.Cluster // the Redis Cluster, when the stack runs on one
 	env    []string
 	base   string // http://127.0.0.1:port
 	procs  []*proc
@@ -106,6 +107,8 @@ type stackOptions struct {
 	env        []string
 	// proxy puts a fault-injecting TCP proxy between every process and redis-server.
 	proxy bool
+	// cluster runs the stack on a Redis Cluster of three masters, each with a replica.
+	cluster bool
 }
 
 func freePort(t *testing.T) int {
@@ -123,8 +126,15 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if o.schedulers == 0 {
 		o.schedulers = 1
 	}
-	s := &stack{t: t, dir: t.TempDir(), redis: redistest.Start(t), agents: map[string]*proc{}}
-	redisURL := s.redis.URL()
+	s := &stack{t: t, dir: t.TempDir(), agents: map[string]*proc{}}
+	var redisURL string
+	if o.cluster {
+		s.rcl = redistest.StartCluster(t, 3, 1)
+		redisURL = s.rcl.URL()
+	} else {
+		s.redis = redistest.Start(t)
+		redisURL = s.redis.URL()
+	}
 	if o.proxy {
 		s.proxy = redistest.StartProxy(t, s.redis.Addr)
 		redisURL = s.proxy.URL()
