@@ -3,7 +3,6 @@ package agents_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -162,7 +161,7 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 		deadline := time.Now().Add(5 * time.Second)
 		op, _ := json.Marshal(basalt.Operation{ID: id, State: basalt.OpPending, Owner: "h@b", Deadline: deadline})
 		rdb.Set(ctx, events.OperationKey(id), op, 0)
-		rdb.ZAdd(ctx, events.PendingOpsKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: id})
+		rdb.ZAdd(ctx, events.PendingOpsKey(id), redis.Z{Score: float64(deadline.UnixMilli()), Member: id})
 		cmd := events.Command{OpID: id, Kind: events.KindCreateVolume, VolumeID: "vol-" + id, Backend: "h@b",
 			Volume: basalt.VolumeSpec{ID: "vol-" + id, SizeGB: 1, Pool: "pool"}}
 		if err := bus.Publish(events.BackendTopic("h@b"), id, "req-1", cmd); err != nil {
@@ -170,8 +169,13 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 		}
 	}
 	overdue := func() []string {
-		ids, _ := rdb.ZRangeByScore(ctx, events.PendingOpsKey, &redis.ZRangeBy{Min: "-inf",
-			Max: fmt.Sprint(time.Now().UnixMilli())}).Result()
+		var ids []string
+		for _, id := range ops {
+			s, err := rdb.ZScore(ctx, events.PendingOpsKey(id), id).Result()
+			if err == nil && s <= float64(time.Now().UnixMilli()) {
+				ids = append(ids, id)
+			}
+		}
 		return ids
 	}
 	finished := func() map[string]bool {

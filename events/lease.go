@@ -8,13 +8,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// PendingOpsKey is the sorted set of pending operations by deadline (Unix milliseconds). Functions
-// write it with every operation record, agents through RenewLeases; the reconciler ends the
-// operations whose deadline has passed.
-const PendingOpsKey = KeyPrefix + "ops:pending"
+// PendingOpsKey is the sorted set of the pending operations of operation opID's partition, by
+// deadline (Unix milliseconds). Functions write it with every operation record, agents through
+// RenewLeases; the reconciler ends the operations whose deadline has passed.
+func PendingOpsKey(opID string) string { return PrefixOf(opID) + "ops:pending" }
 
-// renewScript extends the leases of pending operations of one owner. KEYS[1] is PendingOpsKey and
-// KEYS[2..] operation records; ARGV[1] is the owner, ARGV[2] the new deadline as Go writes a
+// PendingOpsIn is PendingOpsKey of partition n.
+func PendingOpsIn(n int) string { return ShardPrefix(n) + "ops:pending" }
+
+// renewScript extends the leases of pending operations of one owner, of one partition. KEYS[1] is
+// the partition's PendingOpsKey and KEYS[2..] operation records; ARGV[1] is the owner, ARGV[2] the new deadline as Go writes a
 // time in JSON, ARGV[3] the same in Unix milliseconds. It returns the ids renewed.
 //
 // It reads the record with cjson but never re-encodes it (cjson would turn the empty arrays of the
@@ -59,15 +62,29 @@ func RenewLeases(ctx context.Context, rdb redis.Scripter, owner string, until ti
 	if len(opIDs) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 0, len(opIDs)+1)
-	keys = append(keys, PendingOpsKey)
+	// One script per partition: each runs within its partition's slot.
+	byShard := map[int][]string{}
+	var shards []int
 	for _, id := range opIDs {
-		keys = append(keys, OperationKey(id))
+		n := ShardOf(id)
+		if byShard[n] == nil {
+			shards = append(shards, n)
+		}
+		byShard[n] = append(byShard[n], id)
 	}
 	until = until.UTC()
-	renewed, err := renewScript.Run(ctx, rdb, keys, owner, until.Format(time.RFC3339Nano), until.UnixMilli()).StringSlice()
-	if err != nil {
-		return nil, fmt.Errorf("renew the leases of %d operations of %s: %w", len(opIDs), owner, err)
+	var out []string
+	for _, n := range shards {
+		keys := make([]string, 0, len(byShard[n])+1)
+		keys = append(keys, PendingOpsIn(n))
+		for _, id := range byShard[n] {
+			keys = append(keys, OperationKey(id))
+		}
+		renewed, err := renewScript.Run(ctx, rdb, keys, owner, until.Format(time.RFC3339Nano), until.UnixMilli()).StringSlice()
+		if err != nil {
+			return out, fmt.Errorf("renew the leases of %d operations of %s: %w", len(byShard[n]), owner, err)
+		}
+		out = append(out, renewed...)
 	}
-	return renewed, nil
+	return out, nil
 }

@@ -29,7 +29,7 @@ func TestRenewLeases(t *testing.T) {
 	)
 	put := func(id, raw string) {
 		rdb.Set(ctx, events.OperationKey(id), raw, time.Hour)
-		rdb.ZAdd(ctx, events.PendingOpsKey, redis.Z{Score: 1, Member: id})
+		rdb.ZAdd(ctx, events.PendingOpsKey(id), redis.Z{Score: 1, Member: id})
 	}
 	put("op-1", before)
 	put("op-other", `{"id":"op-other","state":"pending","owner":"x@b","deadline":"2030-01-01T00:00:00Z"}`)
@@ -48,13 +48,13 @@ func TestRenewLeases(t *testing.T) {
 	if ttl, _ := rdb.TTL(ctx, events.OperationKey("op-1")).Result(); ttl <= 0 {
 		t.Errorf("TTL after RenewLeases = %v, want the record's expiry kept", ttl)
 	}
-	if s, _ := rdb.ZScore(ctx, events.PendingOpsKey, "op-1").Result(); s != float64(until.UnixMilli()) {
+	if s, _ := rdb.ZScore(ctx, events.PendingOpsKey("op-1"), "op-1").Result(); s != float64(until.UnixMilli()) {
 		t.Errorf("pending index score = %v, want %v", s, until.UnixMilli())
 	}
-	if s, _ := rdb.ZScore(ctx, events.PendingOpsKey, "op-other").Result(); s != 1 {
+	if s, _ := rdb.ZScore(ctx, events.PendingOpsKey("op-other"), "op-other").Result(); s != 1 {
 		t.Errorf("another owner's operation was renewed: score %v", s)
 	}
-	if err := rdb.ZScore(ctx, events.PendingOpsKey, "op-done").Err(); !errors.Is(err, redis.Nil) {
+	if err := rdb.ZScore(ctx, events.PendingOpsKey("op-done"), "op-done").Err(); !errors.Is(err, redis.Nil) {
 		t.Errorf("an ended operation was put back in the pending index (ZScore err %v)", err)
 	}
 	if n, _ := rdb.Exists(ctx, events.OperationKey("op-missing")).Result(); n != 0 {

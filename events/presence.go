@@ -164,4 +164,4 @@ func (p *Presence) Run(ctx context.Context, binary, host, zone string, interval 
 
 // OperationKey holds operation id's record (JSON, written by functions). Agents read it to skip
 // commands whose operation already ended.
-func OperationKey(id string) string { return KeyPrefix + "op:" + id }
+func OperationKey(id string) string { return PrefixOf(id) + "op:" + id }

@@ -36,8 +36,10 @@ func TestClusterEndToEnd(t *testing.T) {
 	s, data, hosts := clusterStack(t)
 	l := newLedger()
 
-	// The keys spread: the resource state in its slot, each host's keys in the host's.
-	state, host1, host2 := s.rcl.Slot(events.KeyPrefix+"x"), s.rcl.Slot(events.HostPrefix("c1")+"x"), s.rcl.Slot(events.HostPrefix("c2")+"x")
+	// The keys spread: the admin project's state in its partition's slot, each host's keys in
+	// the host's.
+	state := s.rcl.Slot(events.ShardPrefix(events.ShardOf("admin")) + "x")
+	host1, host2 := s.rcl.Slot(events.HostPrefix("c1")+"x"), s.rcl.Slot(events.HostPrefix("c2")+"x")
 	if state == host1 || state == host2 || host1 == host2 {
 		t.Fatalf("slots: state %d, host c1 %d, host c2 %d; want three different slots", state, host1, host2)
 	}
@@ -45,6 +47,43 @@ func TestClusterEndToEnd(t *testing.T) {
 	defer rdb.Close()
 	if n, err := rdb.Exists(t.Context(), events.CapabilitiesKey("c1@b1")).Result(); err != nil || n != 1 {
 		t.Fatalf("c1's capability report in its host's slot: exists %d, %v", n, err)
+	}
+
+	// Projects' volumes spread over the masters, and an administrator lists them all.
+	var spread []string
+	for i := range 12 {
+		id := s.createVolume(fmt.Sprintf("u:tenant-%d", i), `{"volume":{"size":1}}`)
+		spread = append(spread, id)
+		l.mu.Lock()
+		l.created[id] = true
+		l.mu.Unlock()
+	}
+	for _, id := range spread {
+		if v := s.waitFinal(id, 30*time.Second); v["status"] != "available" {
+			t.Fatalf("volume %s of a tenant: %v, want available", id, v["status"])
+		}
+	}
+	holders := 0
+	for _, n := range s.rcl.Nodes() {
+		if !n.IsMaster() {
+			continue
+		}
+		keys, err := n.Client().Keys(t.Context(), "basalt:{s*}:vol:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) > 0 {
+			holders++
+		}
+	}
+	if holders < 2 {
+		t.Errorf("the volume records of 12 projects are on %d master(s), want them spread over at least 2", holders)
+	}
+	r := s.do("admin:admin", "GET", "/v3/volumes?all_tenants=1&limit=5", "")
+	page := r.body["volumes"].([]any)
+	r2 := s.do("admin:admin", "GET", "/v3/volumes?all_tenants=1&limit=100&marker="+page[4].(map[string]any)["id"].(string), "")
+	if got := len(page) + len(r2.body["volumes"].([]any)); got != 12 {
+		t.Errorf("an administrator's listing in pages of 5 then 100 shows %d volumes, want the 12", got)
 	}
 
 	// A volume's life: create, snapshot, a volume from the snapshot, extend, delete.

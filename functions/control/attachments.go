@@ -13,7 +13,6 @@ import (
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/store"
-	"github.com/google/uuid"
 )
 
 // Attachments connect volumes to consumers, as Cinder's attachments API (3.27+) and its legacy
@@ -88,7 +87,7 @@ func (p *Plane) CreateAttachment(ctx context.Context, req AttachmentCreate) (*ba
 		return nil, err
 	}
 	now := p.store.Now()
-	a := &basalt.Attachment{ID: uuid.NewString(), VolumeID: req.VolumeID, InstanceUUID: req.InstanceUUID,
+	a := &basalt.Attachment{ID: events.NewID(req.VolumeID), VolumeID: req.VolumeID, InstanceUUID: req.InstanceUUID,
 		Status: basalt.AttachReserved, Mode: req.Mode, CreatedAt: now}
 	a.ExportID = a.ID
 	_, err := p.store.ChangeVolume(ctx, req.VolumeID, func(v *basalt.Volume, _ *store.VolumeChange) error {
@@ -627,7 +626,7 @@ func (p *Plane) Attach(ctx context.Context, id string, req LegacyAttach) (*basal
 		return nil, err
 	}
 	now := p.store.Now()
-	a := &basalt.Attachment{ID: uuid.NewString(), VolumeID: id, InstanceUUID: req.InstanceUUID,
+	a := &basalt.Attachment{ID: events.NewID(id), VolumeID: id, InstanceUUID: req.InstanceUUID,
 		Status: basalt.AttachAttached, Mode: req.Mode, AttachedHost: req.HostName, Mountpoint: req.Mountpoint,
 		ExportID: legacyExportID(id, req.HostName), AttachedAt: &now, CreatedAt: now}
 	var opID string

@@ -8,7 +8,6 @@ import (
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
-	"github.com/google/uuid"
 )
 
 // SnapshotCreate is a request to snapshot a volume.
@@ -47,7 +46,7 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 	if md == nil {
 		md = map[string]string{}
 	}
-	sn := &basalt.Snapshot{ID: uuid.NewString(), ProjectID: vol.ProjectID, UserID: c.UserID, VolumeID: vol.ID,
+	sn := &basalt.Snapshot{ID: events.NewID(vol.ID), ProjectID: vol.ProjectID, UserID: c.UserID, VolumeID: vol.ID,
 		Name: req.Name, Description: req.Description, Size: vol.Size, Metadata: md, Host: vol.Host, CreatedAt: now}
 	op := p.newOp(ctx, events.KindCreateSnapshot, vol, "scheduler")
 	basalt.SnapshotTransitions[basalt.KindCreateSnapshot].Begin(sn, op.ID)

@@ -16,7 +16,6 @@ import (
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/internal/crash"
-	"github.com/google/uuid"
 )
 
 // VolumeCreate is a validated-on-use request to create a volume.
@@ -178,7 +177,7 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 		md = map[string]string{}
 	}
 	v := &basalt.Volume{
-		ID: uuid.NewString(), ProjectID: c.ProjectID, UserID: c.UserID,
+		ID: events.NewID(c.ProjectID), ProjectID: c.ProjectID, UserID: c.UserID,
 		Name: req.Name, Description: req.Description, Size: req.Size, AttachStatus: basalt.AttachDetached,
 		AvailabilityZone: zone, VolumeTypeID: vt.ID, VolumeTypeName: vt.Name,
 		Metadata: md, Multiattach: isTrue(vt.ExtraSpecs["multiattach"]), Bootable: src.bootable, CreatedAt: now,
@@ -278,7 +277,7 @@ func isTrue(spec string) bool {
 func (p *Plane) newOp(ctx context.Context, kind string, v *basalt.Volume, owner string) *basalt.Operation {
 	now := p.store.Now()
 	c := p.cfg
-	return &basalt.Operation{ID: "op-" + uuid.NewString(), Kind: kind, VolumeID: v.ID, ProjectID: v.ProjectID,
+	return &basalt.Operation{ID: events.NewPrefixedID("op-", v.ProjectID), Kind: kind, VolumeID: v.ID, ProjectID: v.ProjectID,
 		RequestID: CallerFrom(ctx).RequestID, State: basalt.OpPending, Owner: owner, Deadline: now.Add(c.OpTimeout),
 		CreatedAt: now, UpdatedAt: now}
 }

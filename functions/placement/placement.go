@@ -21,7 +21,6 @@ import (
 	"github.com/basalt-storage/basalt/functions/scheduler"
 	"github.com/basalt-storage/basalt/functions/store"
 	"github.com/basalt-storage/basalt/internal/crash"
-	"github.com/google/uuid"
 )
 
 // Config configures the scheduler function.
@@ -654,7 +653,7 @@ func FailSnapshot(ctx context.Context, st *store.Store, opID, snapID, requestID,
 // leaveMessage leaves project a user message about a resource.
 func leaveMessage(ctx context.Context, st *store.Store, project, requestID, resourceType, resourceID, eventID, text string, ttl time.Duration) error {
 	now := st.Now()
-	return st.CreateMessage(ctx, &basalt.Message{ID: uuid.NewString(), ProjectID: project, EventID: eventID,
+	return st.CreateMessage(ctx, &basalt.Message{ID: events.NewID(project), ProjectID: project, EventID: eventID,
 		UserMessage: text, Level: "ERROR", RequestID: requestID, ResourceType: resourceType,
 		ResourceUUID: resourceID, CreatedAt: now, ExpiresAt: now.Add(ttl)})
 }

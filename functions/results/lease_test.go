@@ -128,7 +128,7 @@ func TestLeaseKeepsOperationAlive(t *testing.T) {
 	if op, _ := st.Op(ctx, "op-1"); op.State != basalt.OpFailed {
 		t.Errorf("operation state after a late renewal = %s, want failed", op.State)
 	}
-	if err := rdb.ZScore(ctx, events.PendingOpsKey, "op-1").Err(); !errors.Is(err, redis.Nil) {
+	if err := rdb.ZScore(ctx, events.PendingOpsKey("op-1"), "op-1").Err(); !errors.Is(err, redis.Nil) {
 		t.Errorf("the ended operation is back in the pending index (ZScore err %v)", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -16,11 +17,13 @@ import (
 // each project's) list them by creation time. The indexes are written in the same transaction
 // as the volume.
 
-func attachmentKey(id string) string         { return p + "att:" + id }
-func projectAttachmentsKey(pr string) string { return p + "proj:" + pr + ":atts" }
-func replyKey(opID string) string            { return p + "reply:" + opID }
+func attachmentKey(id string) string         { return events.PrefixOf(id) + "att:" + id }
+func projectAttachmentsKey(pr string) string { return events.PrefixOf(pr) + "proj:" + pr + ":atts" }
+func replyKey(opID string) string            { return events.PrefixOf(opID) + "reply:" + opID }
 
-const attachmentsKey = p + "atts"
+// attachmentsKey lists the attachments of an attachment's partition; attachmentsIn, of partition n.
+func attachmentsKey(id string) string { return events.PrefixOf(id) + "atts" }
+func attachmentsIn(n int) string      { return events.ShardPrefix(n) + "atts" }
 
 // A VolumeChange collects what one compare-and-set of a volume writes besides the volume
 // itself: operation records, and the reply a waiting request reads.
@@ -90,13 +93,13 @@ func (s *Store) ChangeVolume(ctx context.Context, id string, fn func(v *basalt.V
 func indexAttachment(ctx context.Context, tx redis.Pipeliner, a *basalt.Attachment) {
 	z := redis.Z{Score: score(a.CreatedAt), Member: a.ID}
 	tx.Set(ctx, attachmentKey(a.ID), a.VolumeID, 0)
-	tx.ZAdd(ctx, attachmentsKey, z)
+	tx.ZAdd(ctx, attachmentsKey(a.ID), z)
 	tx.ZAdd(ctx, projectAttachmentsKey(a.ProjectID), z)
 }
 
 func unindexAttachment(ctx context.Context, tx redis.Pipeliner, id, project string) {
 	tx.Del(ctx, attachmentKey(id))
-	tx.ZRem(ctx, attachmentsKey, id)
+	tx.ZRem(ctx, attachmentsKey(id), id)
 	tx.ZRem(ctx, projectAttachmentsKey(project), id)
 }
 
@@ -135,11 +138,13 @@ func (s *Store) AttachmentVolume(ctx context.Context, id string) (string, error)
 // Attachments returns the attachments of project (every project when ""), newest first, each
 // with its volume.
 func (s *Store) Attachments(ctx context.Context, project string) ([]*basalt.Attachment, error) {
-	key := attachmentsKey
+	var ids []string
+	var err error
 	if project != "" {
-		key = projectAttachmentsKey(project)
+		ids, err = s.rdb.ZRevRange(ctx, projectAttachmentsKey(project), 0, -1).Result()
+	} else {
+		ids, err = rangeAcross(ctx, s.rdb, attachmentsIn)
 	}
-	ids, err := s.rdb.ZRevRange(ctx, key, 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
@@ -150,7 +155,7 @@ func (s *Store) Attachments(ctx context.Context, project string) ([]*basalt.Atta
 	for i, id := range ids {
 		keys[i] = attachmentKey(id)
 	}
-	vids, err := s.rdb.MGet(ctx, keys...).Result()
+	vids, err := getMany(ctx, s.rdb, keys)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
@@ -195,7 +200,7 @@ func (s *Store) EndOpWithReply(ctx context.Context, opID, state, reason string, 
 			op.State, op.Reason, op.UpdatedAt = state, reason, now
 			return nil
 		}, func(tx redis.Pipeliner, op *basalt.Operation) {
-			tx.ZRem(ctx, opsPendingKey, op.ID)
+			tx.ZRem(ctx, opsPendingKey(op.ID), op.ID)
 			tx.RPush(ctx, replyKey(opID), payload)
 			tx.PExpire(ctx, replyKey(opID), max(op.Deadline.Sub(now), time.Second))
 		})

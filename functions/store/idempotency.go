@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/basalt-storage/basalt/events"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -16,7 +17,7 @@ import (
 // no project or key can collide with another's.
 func idempotencyKey(project, key string) string {
 	sum := sha256.Sum256([]byte(project + "\x00" + key))
-	return p + "idem:" + hex.EncodeToString(sum[:])
+	return events.PrefixOf(project) + "idem:" + hex.EncodeToString(sum[:])
 }
 
 // An IdempotencyRecord is what is kept under an idempotency key: while the first request runs,

@@ -34,12 +34,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
@@ -70,17 +72,20 @@ const (
 	volumeIndexVersionKey = p + "vols:index-version"
 )
 
+// volumeIndexKey is field's index of project's volumes, in the project's partition.
 func volumeIndexKey(project, field string) string {
 	if field == ixCreated {
-		if project == "" {
-			return volumesKey
-		}
 		return projectVolumesKey(project)
 	}
-	if project == "" {
-		return p + "vols:by:" + field
+	return events.PrefixOf(project) + "proj:" + project + ":vols:by:" + field
+}
+
+// volumeIndexKeyIn is field's index of every volume of partition n, whatever its project.
+func volumeIndexKeyIn(n int, field string) string {
+	if field == ixCreated {
+		return volumesIn(n)
 	}
-	return p + "proj:" + project + ":vols:by:" + field
+	return events.ShardPrefix(n) + "vols:by:" + field
 }
 
 // appendStr encodes s so that byte order is string order and the encoding ends itself: 0x00
@@ -209,14 +214,15 @@ func volumeIndexEntries(v *basalt.Volume) []ixEntry {
 		return nil
 	}
 	tail := indexTail(v)
-	scopes := []string{""}
+	// Every volume is in its partition's indexes of all projects, and in its project's.
+	scopes := []func(field string) string{func(f string) string { return volumeIndexKeyIn(events.ShardOf(v.ID), f) }}
 	if v.ProjectID != "" {
-		scopes = append(scopes, v.ProjectID)
+		scopes = append(scopes, func(f string) string { return volumeIndexKey(v.ProjectID, f) })
 	}
 	out := make([]ixEntry, 0, 2*(len(volumeIndexFields)+len(v.Metadata)))
 	for _, scope := range scopes {
 		for _, f := range volumeIndexFields {
-			key := volumeIndexKey(scope, f)
+			key := scope(f)
 			for _, val := range indexValues(f, v) {
 				out = append(out, ixEntry{key, val + tail})
 			}
@@ -285,30 +291,33 @@ func (s *Store) ReindexVolumes(ctx context.Context) (int, error) {
 	var indexed atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(3)
-	var cursor uint64
-	for gctx.Err() == nil {
-		// ZSCAN returns every member present from start to end (some perhaps twice, which
-		// indexing twice does not mind), however the set changes meanwhile.
-		res, next, err := s.rdb.ZScan(gctx, volumesKey, cursor, "", 1000).Result()
-		if err != nil {
-			g.Go(func() error { return fmt.Errorf("reindex volumes: %w", err) })
-			break
-		}
-		ids := make([]string, 0, len(res)/2)
-		for i := 0; i < len(res); i += 2 {
-			ids = append(ids, res[i])
-		}
-		for len(ids) > 0 {
-			batch := ids[:min(len(ids), 500)]
-			ids = ids[len(batch):]
-			g.Go(func() error {
-				k, err := s.indexBatch(gctx, batch)
-				indexed.Add(int64(k))
-				return err
-			})
-		}
-		if cursor = next; cursor == 0 {
-			break
+	for part := 0; part < events.Shards && gctx.Err() == nil; part++ {
+		var cursor uint64
+		for gctx.Err() == nil {
+			// ZSCAN returns every member present from start to end (some perhaps twice, which
+			// indexing twice does not mind), however the set changes meanwhile.
+			res, next, err := s.rdb.ZScan(gctx, volumesIn(part), cursor, "", 1000).Result()
+			if err != nil {
+				g.Go(func() error { return fmt.Errorf("reindex volumes: %w", err) })
+				break
+			}
+			ids := make([]string, 0, len(res)/2)
+			for i := 0; i < len(res); i += 2 {
+				ids = append(ids, res[i])
+			}
+			// A batch holds ids of one partition: its transaction stays in one slot.
+			for len(ids) > 0 {
+				batch := ids[:min(len(ids), 500)]
+				ids = ids[len(batch):]
+				g.Go(func() error {
+					k, err := s.indexBatch(gctx, batch)
+					indexed.Add(int64(k))
+					return err
+				})
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
 		}
 	}
 	if err := g.Wait(); err != nil {
@@ -376,36 +385,34 @@ func (s *Store) indexBatch(ctx context.Context, ids []string) (int, error) {
 // every record and every index; it is for tests and for checking a deployment by hand.
 func (s *Store) VerifyVolumeIndexes(ctx context.Context) ([]string, error) {
 	want := map[ixEntry]bool{}
-	var cursor uint64
-	for {
-		res, next, err := s.rdb.ZScan(ctx, volumesKey, cursor, "", 1000).Result()
-		if err != nil {
-			return nil, err
-		}
-		var ids []string
-		for i := 0; i < len(res); i += 2 {
-			ids = append(ids, res[i])
-		}
-		vols, err := s.volumesByID(ctx, ids)
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range vols {
-			for _, e := range volumeIndexEntries(v) {
-				want[e] = true
+	for part := 0; part < events.Shards; part++ {
+		var cursor uint64
+		for {
+			res, next, err := s.rdb.ZScan(ctx, volumesIn(part), cursor, "", 1000).Result()
+			if err != nil {
+				return nil, err
 			}
-		}
-		if cursor = next; cursor == 0 {
-			break
+			var ids []string
+			for i := 0; i < len(res); i += 2 {
+				ids = append(ids, res[i])
+			}
+			vols, err := s.volumesByID(ctx, ids)
+			if err != nil {
+				return nil, err
+			}
+			for _, v := range vols {
+				for _, e := range volumeIndexEntries(v) {
+					want[e] = true
+				}
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
 		}
 	}
 	var diffs []string
-	var keys []string
-	iter := s.rdb.Scan(ctx, 0, p+"*vols:by:*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	keys, err := scanKeys(ctx, s.rdb, "basalt:*vols:by:*")
+	if err != nil {
 		return nil, err
 	}
 	slices.Sort(keys)
@@ -432,6 +439,65 @@ func (s *Store) VerifyVolumeIndexes(ctx context.Context) ([]string, error) {
 }
 
 // ---- listing from the indexes ----
+
+// listAcross answers a query of every project: each partition answers the query's first
+// offset + limit volumes, concurrently, and the pages are merged in the query's order. A
+// count is the sum of the partitions'.
+func (s *Store) listAcross(ctx context.Context, q VolumeQuery, field string) (VolumeList, error) {
+	pages := make([]VolumeList, events.Shards)
+	g, gctx := errgroup.WithContext(ctx)
+	for n := range pages {
+		g.Go(func() error {
+			qn := q
+			qn.partition, qn.Offset, qn.Limit = n+1, 0, q.Offset+q.Limit
+			if q.Less != nil {
+				// Less reads every match of a partition anyway; the marker is placed in the merge.
+				qn.Marker, qn.Limit = "", math.MaxInt32
+			}
+			var err error
+			pages[n], err = s.ListVolumes(gctx, qn)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return VolumeList{}, err
+	}
+	var out VolumeList
+	var all []*basalt.Volume
+	for _, pg := range pages {
+		out.Count += pg.Count
+		all = append(all, pg.Items...)
+	}
+	if q.Less != nil {
+		slices.SortStableFunc(all, func(a, b *basalt.Volume) int {
+			switch {
+			case q.Less(a, b):
+				return -1
+			case q.Less(b, a):
+				return 1
+			}
+			return 0
+		})
+		if q.Marker != "" {
+			i := slices.IndexFunc(all, func(v *basalt.Volume) bool { return v.ID == q.Marker })
+			if i < 0 {
+				return VolumeList{}, volumeNotFound(q.Marker)
+			}
+			all = all[i+1:]
+		}
+	} else {
+		slices.SortFunc(all, func(a, b *basalt.Volume) int {
+			c := strings.Compare(sortMember(field, a), sortMember(field, b))
+			if !q.Asc {
+				c = -c
+			}
+			return c
+		})
+	}
+	all = all[min(q.Offset, len(all)):]
+	out.Items = all[:min(q.Limit, len(all))]
+	return out, nil
+}
 
 // A VolumeEq is an equality condition on an indexed field (see EqStatus and the others).
 type VolumeEq struct{ field, prefix string }
@@ -485,6 +551,17 @@ type VolumeQuery struct {
 	Offset int
 	Limit  int // at most this many volumes (1000 when 0)
 	Count  bool
+
+	// partition is, with Project "", 1 + the one partition the query reads (0: every one).
+	partition int
+}
+
+// indexKey is field's index in q's scope.
+func (q VolumeQuery) indexKey(field string) string {
+	if q.Project != "" {
+		return volumeIndexKey(q.Project, field)
+	}
+	return volumeIndexKeyIn(q.partition-1, field)
 }
 
 // A VolumeList is one page of a VolumeQuery.
@@ -565,6 +642,9 @@ func (s *Store) ListVolumes(ctx context.Context, q VolumeQuery) (VolumeList, err
 	if !slices.Contains(VolumeSortKeys, field) {
 		return VolumeList{}, basalt.Errorf(basalt.EINVALID, "Invalid sort key %s.", q.Sort)
 	}
+	if q.Project == "" && q.partition == 0 {
+		return s.listAcross(ctx, q, field)
+	}
 	var marker *basalt.Volume
 	if q.Marker != "" {
 		m, err := getJSON[basalt.Volume](ctx, s.rdb, volumeKey(q.Marker))
@@ -580,9 +660,9 @@ func (s *Store) ListVolumes(ctx context.Context, q VolumeQuery) (VolumeList, err
 	// The sizes of the candidate runs, in one round trip.
 	sources := make([]volSource, 0, len(q.Eq)+1)
 	cmds, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.ZCard(ctx, volumeIndexKey(q.Project, ixCreated))
+		pipe.ZCard(ctx, q.indexKey(ixCreated))
 		for _, eq := range q.Eq {
-			src := volSource{key: volumeIndexKey(q.Project, eq.field), field: eq.field, prefix: eq.prefix}
+			src := volSource{key: q.indexKey(eq.field), field: eq.field, prefix: eq.prefix}
 			lo, hi := src.lexRange()
 			pipe.ZLexCount(ctx, src.key, lo, hi)
 		}
@@ -592,10 +672,10 @@ func (s *Store) ListVolumes(ctx context.Context, q VolumeQuery) (VolumeList, err
 		return VolumeList{}, fmt.Errorf("list volumes: %w", err)
 	}
 	total := cmds[0].(*redis.IntCmd).Val()
-	sortSrc := volSource{key: volumeIndexKey(q.Project, field), field: field, count: total, eq: -1}
+	sortSrc := volSource{key: q.indexKey(field), field: field, count: total, eq: -1}
 	matches := total // an upper bound of the matches
 	for i, eq := range q.Eq {
-		src := volSource{key: volumeIndexKey(q.Project, eq.field), field: eq.field, prefix: eq.prefix,
+		src := volSource{key: q.indexKey(eq.field), field: eq.field, prefix: eq.prefix,
 			count: cmds[i+1].(*redis.IntCmd).Val(), eq: i}
 		sources = append(sources, src)
 		matches = min(matches, src.count)
@@ -891,6 +971,30 @@ func (s *Store) collect(ctx context.Context, src volSource, sources []volSource,
 	return all, nil
 }
 
+// countBefore returns how many members of the creation-time index key come before v in the
+// order asc (ascending, else descending), v itself not being one of them.
+func (s *Store) countBefore(ctx context.Context, key string, v *basalt.Volume, asc bool) (int64, error) {
+	at := score(v.CreatedAt)
+	pipe := s.rdb.Pipeline()
+	var strict *redis.IntCmd
+	if asc {
+		strict = pipe.ZCount(ctx, key, "-inf", fmt.Sprintf("(%v", at))
+	} else {
+		strict = pipe.ZCount(ctx, key, fmt.Sprintf("(%v", at), "+inf")
+	}
+	ties := pipe.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: fmt.Sprint(at), Max: fmt.Sprint(at)})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	n := strict.Val()
+	for _, m := range ties.Val() {
+		if (m < v.ID) == asc && m != v.ID {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // walk reads src, which is in the requested order, from the marker on until the page is full.
 func (s *Store) walk(ctx context.Context, src volSource, sources []volSource, q VolumeQuery, field string,
 	marker *basalt.Volume, matches int64) ([]*basalt.Volume, error) {
@@ -911,13 +1015,20 @@ func (s *Store) walk(ctx context.Context, src volSource, sources []volSource, q 
 			} else {
 				rank, err = s.rdb.ZRevRank(ctx, src.key, marker.ID).Result()
 			}
-			if errors.Is(err, redis.Nil) {
+			switch {
+			case errors.Is(err, redis.Nil) && q.partition > 0:
+				// A marker of another partition (listAcross): start where it would be.
+				if rank, err = s.countBefore(ctx, src.key, marker, q.Asc); err != nil {
+					return nil, fmt.Errorf("list volumes: %w", err)
+				}
+				c.rank += rank
+			case errors.Is(err, redis.Nil):
 				return nil, volumeNotFound(marker.ID)
-			}
-			if err != nil {
+			case err != nil:
 				return nil, fmt.Errorf("list volumes: %w", err)
+			default:
+				c.rank += rank + 1
 			}
-			c.rank += rank + 1
 		case src.prefix != "":
 			c.after = src.prefix + indexTail(marker)
 		default:

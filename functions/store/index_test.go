@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/events/redistest"
 	"github.com/basalt-storage/basalt/functions/store"
 	"github.com/redis/go-redis/v9"
@@ -445,9 +446,9 @@ func TestReindexVolumes(t *testing.T) {
 		v := randomVolume(r, fmt.Sprintf("old-%04d", i), clock)
 		b, _ := json.Marshal(v)
 		z := redis.Z{Score: float64(v.CreatedAt.UnixMicro()), Member: v.ID}
-		pipe.Set(ctx, "basalt:{basalt}:vol:"+v.ID, b, 0)
-		pipe.ZAdd(ctx, "basalt:{basalt}:vols", z)
-		pipe.ZAdd(ctx, "basalt:{basalt}:proj:"+v.ProjectID+":vols", z)
+		pipe.Set(ctx, events.PrefixOf(v.ID)+"vol:"+v.ID, b, 0)
+		pipe.ZAdd(ctx, events.PrefixOf(v.ID)+"vols", z)
+		pipe.ZAdd(ctx, events.PrefixOf(v.ProjectID)+"proj:"+v.ProjectID+":vols", z)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/basalt-storage/basalt/functions/store"
 	"github.com/redis/go-redis/v9"
 )
@@ -97,12 +98,13 @@ func benchList(b *testing.B, n int) {
 		for ; i < n && len(zs) < 2000; i++ {
 			v := benchVolume(r, i, t0)
 			data, _ := json.Marshal(v)
-			pipe.Set(ctx, "basalt:{basalt}:vol:"+v.ID, data, 0)
-			zs = append(zs, redis.Z{Score: float64(v.CreatedAt.UnixMicro()), Member: v.ID})
+			pipe.Set(ctx, events.PrefixOf(v.ID)+"vol:"+v.ID, data, 0)
+			z := redis.Z{Score: float64(v.CreatedAt.UnixMicro()), Member: v.ID}
+			pipe.ZAdd(ctx, events.PrefixOf(v.ID)+"vols", z)
+			zs = append(zs, z)
 			ids = append(ids, v.ID)
 		}
-		pipe.ZAdd(ctx, "basalt:{basalt}:vols", zs...)
-		pipe.ZAdd(ctx, "basalt:{basalt}:proj:big:vols", zs...)
+		pipe.ZAdd(ctx, events.PrefixOf("big")+"proj:big:vols", zs...)
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)
 		}

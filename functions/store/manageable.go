@@ -48,7 +48,7 @@ func (s *Store) CreateVolumeIfAbsent(ctx context.Context, v *basalt.Volume, op *
 		}
 		return func(pipe redis.Pipeliner) {
 			pipe.Set(ctx, volumeKey(v.ID), mustJSON(v), 0)
-			pipe.ZAdd(ctx, volumesKey, redis.Z{Score: score(v.CreatedAt), Member: v.ID})
+			pipe.ZAdd(ctx, volumesKey(v.ID), redis.Z{Score: score(v.CreatedAt), Member: v.ID})
 			pipe.ZAdd(ctx, projectVolumesKey(v.ProjectID), redis.Z{Score: score(v.CreatedAt), Member: v.ID})
 			reindexVolume(ctx, pipe, nil, v)
 			if op != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -55,12 +56,20 @@ func QuotaDefault(defaults map[string]int, resource string) int {
 	return -1
 }
 
-func quotaLimitsKey(project string) string { return p + "quota:" + project + ":limits" }
-func quotaUsageKey(project string) string  { return p + "quota:" + project + ":usage" }
-func chargeKey(id string) string           { return p + "charge:" + id }
+func quotaLimitsKey(project string) string {
+	return events.PrefixOf(project) + "quota:" + project + ":limits"
+}
+func quotaUsageKey(project string) string {
+	return events.PrefixOf(project) + "quota:" + project + ":usage"
+}
+func chargeKey(id string) string { return events.PrefixOf(id) + "charge:" + id }
 
 // chargeProjectField holds the project in a charge record; it cannot clash with a resource name.
 const chargeProjectField = ".project"
+
+// chargeUsageField holds the name of the usage key a charge took from (its project's, in the
+// project's partition), so that a refund gives back there without computing the name.
+const chargeUsageField = ".usage"
 
 // A QuotaRequest is what one operation takes from its project's quotas: counts and gigabytes to
 // add. With TypeName set, the per-type resources of that type are charged as well. VolumeSizeGB,
@@ -133,7 +142,7 @@ for i = 6, #ARGV, 3 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1])
   redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i+1])
 end
-redis.call('HSET', KEYS[3], '.project', ARGV[1])
+redis.call('HSET', KEYS[3], '.project', ARGV[1], '.usage', KEYS[2])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 return {}
 `)
@@ -159,7 +168,7 @@ func (s *Store) Charge(ctx context.Context, project, chargeID string, r QuotaReq
 		}
 		args = append(args, d.resource, d.n, QuotaDefault(defaults, d.resource))
 	}
-	res, err := chargeScript.Run(ctx, s.rdb, []string{quotaLimitsKey(project), quotaUsageKey(project), chargeKey(chargeID), unboundChargesKey}, args...).Slice()
+	res, err := chargeScript.Run(ctx, s.rdb, []string{quotaLimitsKey(project), quotaUsageKey(project), chargeKey(chargeID), unboundChargesKey(chargeID)}, args...).Slice()
 	if err != nil && strings.Contains(err.Error(), "charge is held by project") {
 		return basalt.Errorf(basalt.ECONFLICT, "Quota charge %s belongs to another project.", chargeID)
 	}
@@ -193,8 +202,8 @@ func (s *Store) ForceCharge(ctx context.Context, project, chargeID string, r Quo
 		args = append(args, d.resource, d.n, -1)
 	}
 	// No limits key: an absent hash, so every limit is the default passed, -1 (unlimited).
-	err := chargeScript.Run(ctx, s.rdb, []string{p + "quota:no-limits", quotaUsageKey(project), chargeKey(chargeID),
-		unboundChargesKey}, args...).Err()
+	err := chargeScript.Run(ctx, s.rdb, []string{events.PrefixOf(project) + "quota:no-limits", quotaUsageKey(project), chargeKey(chargeID),
+		unboundChargesKey(chargeID)}, args...).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("charge %s to project %s: %w", chargeID, project, err)
 	}
@@ -236,17 +245,18 @@ func overLimit(resource string, limit, used, requested int) error {
 }
 
 // refundScript gives back everything a charge took and deletes its record. KEYS: charge,
-// unbound. ARGV: key prefix, charge id. The usage key is computed from the record's project; it shares the hash
-// tag of the prefix, so the script stays within one Cluster slot. Returns 1 when refunded, 0
-// when there was nothing to refund.
+// unbound. ARGV: the key prefix of the charge's partition, charge id. The usage key is the one
+// the record names (a record written before it named one: computed from the prefix and the
+// record's project); it is in the charge's partition, so the script stays within one Cluster
+// slot. Returns 1 when refunded, 0 when there was nothing to refund.
 var refundScript = redis.NewScript(`
 redis.call('ZREM', KEYS[2], ARGV[2])
 local project = redis.call('HGET', KEYS[1], '.project')
 if not project then return 0 end
-local usage = ARGV[1] .. 'quota:' .. project .. ':usage'
+local usage = redis.call('HGET', KEYS[1], '.usage') or (ARGV[1] .. 'quota:' .. project .. ':usage')
 local h = redis.call('HGETALL', KEYS[1])
 for i = 1, #h, 2 do
-  if h[i] ~= '.project' then
+  if string.sub(h[i], 1, 1) ~= '.' then
     local left = redis.call('HINCRBY', usage, h[i], -tonumber(h[i+1]))
     if left <= 0 then redis.call('HDEL', usage, h[i]) end
   end
@@ -259,7 +269,7 @@ return 1
 // charge. It is idempotent: refunding a charge again, or one never made, does nothing, so
 // redelivered results may refund freely.
 func (s *Store) Refund(ctx context.Context, chargeID string) error {
-	if err := refundScript.Run(ctx, s.rdb, []string{chargeKey(chargeID), unboundChargesKey}, p, chargeID).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := refundScript.Run(ctx, s.rdb, []string{chargeKey(chargeID), unboundChargesKey(chargeID)}, events.PrefixOf(chargeID), chargeID).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("refund %s: %w", chargeID, err)
 	}
 	return nil
@@ -277,9 +287,11 @@ if owner and owner ~= project then
 end
 local h = redis.call('HGETALL', KEYS[1])
 for i = 1, #h, 2 do
-  if h[i] ~= '.project' then redis.call('HINCRBY', KEYS[2], h[i], h[i+1]) end
+  if string.sub(h[i], 1, 1) ~= '.' then redis.call('HINCRBY', KEYS[2], h[i], h[i+1]) end
 end
 redis.call('HSET', KEYS[2], '.project', project)
+local usage = redis.call('HGET', KEYS[1], '.usage')
+if usage then redis.call('HSET', KEYS[2], '.usage', usage) end
 redis.call('DEL', KEYS[1])
 return 1
 `)
@@ -289,7 +301,7 @@ return 1
 // (or refunds it when the extend failed). It is idempotent: a transfer whose source is gone
 // does nothing. Both charges must belong to the same project.
 func (s *Store) TransferCharge(ctx context.Context, from, to string) error {
-	if err := transferScript.Run(ctx, s.rdb, []string{chargeKey(from), chargeKey(to), unboundChargesKey}, from).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := transferScript.Run(ctx, s.rdb, []string{chargeKey(from), chargeKey(to), unboundChargesKey(from)}, from).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("transfer charge %s to %s: %w", from, to, err)
 	}
 	return nil
@@ -297,7 +309,7 @@ func (s *Store) TransferCharge(ctx context.Context, from, to string) error {
 
 // unboundChargesKey indexes charges, by when they were made, until the sweep has seen the
 // record that owns them (SweepCharges).
-const unboundChargesKey = p + "charges:unbound"
+func unboundChargesKey(chargeID string) string { return events.PrefixOf(chargeID) + "charges:unbound" }
 
 // SweepCharges settles every charge made before before that is still unbound: a charge whose
 // owner exists (the volume of "vol:<id>", the snapshot of "snap:<id>", the operation of an
@@ -306,8 +318,8 @@ const unboundChargesKey = p + "charges:unbound"
 // record, and is refunded. before must be older than any request can live, so that no record
 // is still on its way. It returns the ids refunded.
 func (s *Store) SweepCharges(ctx context.Context, before time.Time) (refunded []string, err error) {
-	ids, err := s.rdb.ZRangeByScore(ctx, unboundChargesKey, &redis.ZRangeBy{Min: "-inf",
-		Max: fmt.Sprint(before.UnixMilli()), Count: 1000}).Result()
+	ids, err := partitionsByScore(ctx, s.rdb, func(n int) string { return events.ShardPrefix(n) + "charges:unbound" },
+		fmt.Sprint(before.UnixMilli()), 1000)
 	if err != nil {
 		return nil, fmt.Errorf("read unbound charges: %w", err)
 	}
@@ -325,7 +337,7 @@ func (s *Store) SweepCharges(ctx context.Context, before time.Time) (refunded []
 			return refunded, fmt.Errorf("check the owner of charge %s: %w", id, err)
 		}
 		if n > 0 {
-			if err := s.rdb.ZRem(ctx, unboundChargesKey, id).Err(); err != nil {
+			if err := s.rdb.ZRem(ctx, unboundChargesKey(id), id).Err(); err != nil {
 				return refunded, fmt.Errorf("bind charge %s: %w", id, err)
 			}
 			continue
@@ -347,6 +359,7 @@ func (s *Store) Charged(ctx context.Context, chargeID string) (project string, a
 	}
 	project = h[chargeProjectField]
 	delete(h, chargeProjectField)
+	delete(h, chargeUsageField)
 	amounts, err = intMap(h)
 	return project, amounts, err
 }

@@ -6,14 +6,17 @@ import (
 	"fmt"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 	"github.com/redis/go-redis/v9"
 )
 
-func snapshotKey(id string) string         { return p + "snap:" + id }
-func projectSnapshotsKey(pr string) string { return p + "proj:" + pr + ":snaps" }
-func volumeSnapshotsKey(v string) string   { return p + "vol:" + v + ":snaps" }
+func snapshotKey(id string) string         { return events.PrefixOf(id) + "snap:" + id }
+func projectSnapshotsKey(pr string) string { return events.PrefixOf(pr) + "proj:" + pr + ":snaps" }
+func volumeSnapshotsKey(v string) string   { return events.PrefixOf(v) + "vol:" + v + ":snaps" }
 
-const snapshotsKey = p + "snaps"
+// snapshotsKey lists the snapshots of a snapshot's partition; snapshotsIn, of partition n.
+func snapshotsKey(id string) string { return events.PrefixOf(id) + "snaps" }
+func snapshotsIn(n int) string      { return events.ShardPrefix(n) + "snaps" }
 
 func snapshotNotFound(id string) error {
 	return basalt.Errorf(basalt.ENOTFOUND, "Snapshot %s could not be found.", id)
@@ -45,7 +48,7 @@ func (s *Store) txn(ctx context.Context, keys []string, fn func(tx *redis.Tx) (f
 func (s *Store) putSnapshot(ctx context.Context, pipe redis.Pipeliner, sn *basalt.Snapshot) {
 	pipe.Set(ctx, snapshotKey(sn.ID), mustJSON(sn), 0)
 	z := redis.Z{Score: score(sn.CreatedAt), Member: sn.ID}
-	pipe.ZAdd(ctx, snapshotsKey, z)
+	pipe.ZAdd(ctx, snapshotsKey(sn.ID), z)
 	pipe.ZAdd(ctx, projectSnapshotsKey(sn.ProjectID), z)
 	pipe.ZAdd(ctx, volumeSnapshotsKey(sn.VolumeID), z)
 }
@@ -94,11 +97,14 @@ func (s *Store) Snapshot(ctx context.Context, id string) (*basalt.Snapshot, erro
 
 // Snapshots returns project's snapshots (every project's when ""), newest first.
 func (s *Store) Snapshots(ctx context.Context, project string) ([]*basalt.Snapshot, error) {
-	key := snapshotsKey
 	if project != "" {
-		key = projectSnapshotsKey(project)
+		return s.snapshotsIn(ctx, projectSnapshotsKey(project))
 	}
-	return s.snapshotsIn(ctx, key)
+	ids, err := rangeAcross(ctx, s.rdb, snapshotsIn)
+	if err != nil {
+		return nil, err
+	}
+	return s.snapshotsByID(ctx, ids)
 }
 
 // VolumeSnapshots returns the snapshots of volume id, newest first.
@@ -111,6 +117,10 @@ func (s *Store) snapshotsIn(ctx context.Context, key string) ([]*basalt.Snapshot
 	if err != nil {
 		return nil, err
 	}
+	return s.snapshotsByID(ctx, ids)
+}
+
+func (s *Store) snapshotsByID(ctx context.Context, ids []string) ([]*basalt.Snapshot, error) {
 	out := make([]*basalt.Snapshot, 0, len(ids))
 	for _, id := range ids {
 		sn, err := getJSON[basalt.Snapshot](ctx, s.rdb, snapshotKey(id))
@@ -162,7 +172,7 @@ func (s *Store) RemoveSnapshot(ctx context.Context, sn *basalt.Snapshot) error {
 				return
 			}
 			pipe.Del(ctx, snapshotKey(sn.ID))
-			pipe.ZRem(ctx, snapshotsKey, sn.ID)
+			pipe.ZRem(ctx, snapshotsKey(sn.ID), sn.ID)
 			pipe.ZRem(ctx, projectSnapshotsKey(sn.ProjectID), sn.ID)
 			pipe.ZRem(ctx, volumeSnapshotsKey(sn.VolumeID), sn.ID)
 			if v != nil {

@@ -25,25 +25,32 @@ import (
 
 const p = events.KeyPrefix
 
-func volumeKey(id string) string         { return p + "vol:" + id }
-func projectVolumesKey(pr string) string { return p + "proj:" + pr + ":vols" }
+// Keys in a project's partition (events.PrefixOf: the project's, or its resource's by id).
+func volumeKey(id string) string         { return events.PrefixOf(id) + "vol:" + id }
+func projectVolumesKey(pr string) string { return events.PrefixOf(pr) + "proj:" + pr + ":vols" }
 func typeKey(id string) string           { return p + "type:" + id }
 func typeNameKey(name string) string     { return p + "typename:" + name }
 func opKey(id string) string             { return events.OperationKey(id) }
-func messageKey(id string) string        { return p + "msg:" + id }
+func messageKey(id string) string        { return events.PrefixOf(id) + "msg:" + id }
 func projectMessagesKey(pr string) string {
-	return p + "proj:" + pr + ":msgs"
+	return events.PrefixOf(pr) + "proj:" + pr + ":msgs"
 }
 func serviceAdminKey(binary, host string) string { return p + "svcadmin:" + binary + ":" + host }
 func ledgerKey(pool string) string               { return p + "ledger:" + pool }
 func allocKey(volumeID string) string            { return p + "alloc:" + volumeID }
 
 const (
-	volumesKey    = p + "vols"
-	typesKey      = p + "types"
-	opsPendingKey = events.PendingOpsKey
-	defaultType   = p + "default_type"
+	typesKey    = p + "types"
+	defaultType = p + "default_type"
 )
+
+// Keys of one partition that list what is in it across projects: resource id → its list.
+func volumesKey(id string) string      { return events.PrefixOf(id) + "vols" }
+func opsPendingKey(opID string) string { return events.PendingOpsKey(opID) }
+func outboxKey(opID string) string     { return events.PrefixOf(opID) + "outbox" }
+
+// volumesIn lists every volume of partition n (its key of volumesKey).
+func volumesIn(n int) string { return events.ShardPrefix(n) + "vols" }
 
 // Store is the Redis-backed system of record.
 type Store struct {
@@ -146,7 +153,7 @@ func landed(ctx context.Context, rdb redis.UniversalClient, key string, wrote []
 func (s *Store) CreateVolume(ctx context.Context, v *basalt.Volume, op *basalt.Operation) error {
 	_, err := s.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 		tx.Set(ctx, volumeKey(v.ID), mustJSON(v), 0)
-		tx.ZAdd(ctx, volumesKey, redis.Z{Score: score(v.CreatedAt), Member: v.ID})
+		tx.ZAdd(ctx, volumesKey(v.ID), redis.Z{Score: score(v.CreatedAt), Member: v.ID})
 		tx.ZAdd(ctx, projectVolumesKey(v.ProjectID), redis.Z{Score: score(v.CreatedAt), Member: v.ID})
 		reindexVolume(ctx, tx, nil, v)
 		if op != nil {
@@ -178,11 +185,13 @@ func volumeNotFound(id string) error {
 
 // Volumes returns the volumes of project (every project when project is ""), newest first.
 func (s *Store) Volumes(ctx context.Context, project string) ([]*basalt.Volume, error) {
-	key := volumesKey
+	var ids []string
+	var err error
 	if project != "" {
-		key = projectVolumesKey(project)
+		ids, err = s.rdb.ZRevRange(ctx, projectVolumesKey(project), 0, -1).Result()
+	} else {
+		ids, err = rangeAcross(ctx, s.rdb, volumesIn)
 	}
-	ids, err := s.rdb.ZRevRange(ctx, key, 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
@@ -193,10 +202,10 @@ func (s *Store) Volumes(ctx context.Context, project string) ([]*basalt.Volume, 
 // starting after the volume marker ("" for the first page) and skipping offset more. It reads
 // only the page. An unknown marker is ENOTFOUND.
 func (s *Store) VolumePage(ctx context.Context, project, marker string, offset, limit int) ([]*basalt.Volume, error) {
-	key := volumesKey
-	if project != "" {
-		key = projectVolumesKey(project)
+	if project == "" {
+		return s.volumePageAcross(ctx, marker, offset, limit)
 	}
+	key := projectVolumesKey(project)
 	start := int64(offset)
 	if marker != "" {
 		rank, err := s.rdb.ZRevRank(ctx, key, marker).Result()
@@ -215,6 +224,26 @@ func (s *Store) VolumePage(ctx context.Context, project, marker string, offset, 
 	return s.volumesByID(ctx, ids)
 }
 
+// volumePageAcross is VolumePage of every project.
+func (s *Store) volumePageAcross(ctx context.Context, marker string, offset, limit int) ([]*basalt.Volume, error) {
+	var after *redis.Z
+	if marker != "" {
+		score, err := s.rdb.ZScore(ctx, volumesKey(marker), marker).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, volumeNotFound(marker)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list volumes: %w", err)
+		}
+		after = &redis.Z{Score: score, Member: marker}
+	}
+	ids, err := revPageAcross(ctx, s.rdb, volumesIn, after, offset, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	return s.volumesByID(ctx, ids)
+}
+
 func (s *Store) volumesByID(ctx context.Context, ids []string) ([]*basalt.Volume, error) {
 	out := make([]*basalt.Volume, 0, len(ids))
 	for start := 0; start < len(ids); start += 500 {
@@ -223,7 +252,7 @@ func (s *Store) volumesByID(ctx context.Context, ids []string) ([]*basalt.Volume
 		for _, id := range ids[start:end] {
 			keys = append(keys, volumeKey(id))
 		}
-		vals, err := s.rdb.MGet(ctx, keys...).Result()
+		vals, err := getMany(ctx, s.rdb, keys)
 		if err != nil {
 			return nil, fmt.Errorf("list volumes: %w", err)
 		}
@@ -281,7 +310,7 @@ func (s *Store) DeleteVolume(ctx context.Context, v *basalt.Volume) error {
 		}
 		return func(tx redis.Pipeliner) {
 			tx.Del(ctx, volumeKey(v.ID))
-			tx.ZRem(ctx, volumesKey, v.ID)
+			tx.ZRem(ctx, volumesKey(v.ID), v.ID)
 			tx.ZRem(ctx, projectVolumesKey(v.ProjectID), v.ID)
 			for _, a := range v.Attachments {
 				unindexAttachment(ctx, tx, a.ID, v.ProjectID)
@@ -311,7 +340,7 @@ func (s *Store) DeleteVolumeIf(ctx context.Context, id string, check func(v *bas
 		}
 		return func(pipe redis.Pipeliner) {
 			pipe.Del(ctx, volumeKey(id))
-			pipe.ZRem(ctx, volumesKey, id)
+			pipe.ZRem(ctx, volumesKey(id), id)
 			pipe.ZRem(ctx, projectVolumesKey(v.ProjectID), id)
 			for _, a := range v.Attachments {
 				unindexAttachment(ctx, pipe, a.ID, v.ProjectID)
@@ -326,29 +355,29 @@ func (s *Store) DeleteVolumeIf(ctx context.Context, id string, check func(v *bas
 func putOp(ctx context.Context, tx redis.Pipeliner, op *basalt.Operation) {
 	tx.Set(ctx, opKey(op.ID), mustJSON(op), 7*24*time.Hour)
 	if op.State == basalt.OpPending {
-		tx.ZAdd(ctx, opsPendingKey, redis.Z{Score: float64(op.Deadline.UnixMilli()), Member: op.ID})
+		tx.ZAdd(ctx, opsPendingKey(op.ID), redis.Z{Score: float64(op.Deadline.UnixMilli()), Member: op.ID})
 	} else {
-		tx.ZRem(ctx, opsPendingKey, op.ID)
+		tx.ZRem(ctx, opsPendingKey(op.ID), op.ID)
 	}
 	if op.Send && op.State == basalt.OpPending && len(op.Command) > 0 {
-		tx.ZAdd(ctx, outboxKey, redis.Z{Score: float64(op.UpdatedAt.UnixMilli()), Member: op.ID})
+		tx.ZAdd(ctx, outboxKey(op.ID), redis.Z{Score: float64(op.UpdatedAt.UnixMilli()), Member: op.ID})
 	}
 }
 
-// outboxKey indexes operations whose command is written but not yet sent, by when it was
-// written (the outbox). Its entries name operation records, which hold the commands.
-const outboxKey = p + "outbox"
+// outboxKey (one per partition) indexes operations whose command is written but not yet sent,
+// by when it was written (the outbox). Its entries name operation records, which hold the
+// commands.
 
 // MarkSent records that operation id's command reached its topic. It is idempotent.
 func (s *Store) MarkSent(ctx context.Context, id string) error {
-	return s.rdb.ZRem(ctx, outboxKey, id).Err()
+	return s.rdb.ZRem(ctx, outboxKey(id), id).Err()
 }
 
-// Unsent returns up to 100 operations whose command was written before before and is not
-// marked sent, oldest first.
+// Unsent returns up to 100 operations of each partition whose command was written before
+// before and is not marked sent, oldest first within each partition.
 func (s *Store) Unsent(ctx context.Context, before time.Time) ([]string, error) {
-	return s.rdb.ZRangeByScore(ctx, outboxKey, &redis.ZRangeBy{Min: "-inf",
-		Max: fmt.Sprint(before.UnixMilli()), Count: 100}).Result()
+	return partitionsByScore(ctx, s.rdb, func(n int) string { return events.ShardPrefix(n) + "outbox" },
+		fmt.Sprint(before.UnixMilli()), 100)
 }
 
 // PutOp stores an operation record (pending ones are indexed by deadline).
@@ -386,12 +415,12 @@ func (s *Store) UpdateOp(ctx context.Context, id string, fn func(op *basalt.Oper
 			return fn(op)
 		}, func(tx redis.Pipeliner, op *basalt.Operation) {
 			if op.State == basalt.OpPending {
-				tx.ZAdd(ctx, opsPendingKey, redis.Z{Score: float64(op.Deadline.UnixMilli()), Member: op.ID})
+				tx.ZAdd(ctx, opsPendingKey(op.ID), redis.Z{Score: float64(op.Deadline.UnixMilli()), Member: op.ID})
 			} else {
-				tx.ZRem(ctx, opsPendingKey, op.ID)
+				tx.ZRem(ctx, opsPendingKey(op.ID), op.ID)
 			}
 			if op.Send && op.State == basalt.OpPending && len(op.Command) > 0 {
-				tx.ZAdd(ctx, outboxKey, redis.Z{Score: float64(op.UpdatedAt.UnixMilli()), Member: op.ID})
+				tx.ZAdd(ctx, outboxKey(op.ID), redis.Z{Score: float64(op.UpdatedAt.UnixMilli()), Member: op.ID})
 			}
 		})
 }
@@ -412,11 +441,10 @@ func (s *Store) FailOp(ctx context.Context, id, reason string) error {
 	return err
 }
 
-// OverdueOps returns the ids of pending operations whose deadline is before now.
+// OverdueOps returns the ids of pending operations whose deadline is before now, up to 1000
+// of each partition.
 func (s *Store) OverdueOps(ctx context.Context, now time.Time) ([]string, error) {
-	return s.rdb.ZRangeByScore(ctx, opsPendingKey, &redis.ZRangeBy{
-		Min: "-inf", Max: fmt.Sprint(now.UnixMilli()), Count: 1000,
-	}).Result()
+	return partitionsByScore(ctx, s.rdb, events.PendingOpsIn, fmt.Sprint(now.UnixMilli()), 1000)
 }
 
 // ---- messages ----
@@ -478,7 +506,7 @@ func (s *Store) DeleteMessage(ctx context.Context, m *basalt.Message) error {
 	return err
 }
 
-func decisionKey(volumeID string) string { return p + "decision:" + volumeID }
+func decisionKey(volumeID string) string { return events.PrefixOf(volumeID) + "decision:" + volumeID }
 
 // PutDecision records the scheduler's explanation of a volume's placement for a week.
 func (s *Store) PutDecision(ctx context.Context, volumeID, explanation string) error {
