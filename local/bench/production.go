@@ -15,7 +15,6 @@ import (
 	"github.com/basalt-storage/basalt/functions/placement"
 	"github.com/basalt-storage/basalt/functions/scheduler"
 	"github.com/basalt-storage/basalt/functions/store"
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -155,9 +154,9 @@ func placeThroughRedis(ctx context.Context, rdb *redis.Client, n, maxCalls int, 
 // the API does, and returns the create command the scheduler function gets for it.
 func newCreateCommand(ctx context.Context, st *store.Store, r *scheduler.Request) (events.Command, error) {
 	now := time.Now().UTC()
-	v := &basalt.Volume{ID: uuid.NewString(), ProjectID: "bench", Size: r.SizeGB, Status: basalt.StatusCreating,
+	v := &basalt.Volume{ID: events.NewID("bench"), ProjectID: "bench", Size: r.SizeGB, Status: basalt.StatusCreating,
 		AttachStatus: basalt.AttachDetached, VolumeTypeID: benchType.ID, VolumeTypeName: benchType.Name, CreatedAt: now}
-	op := &basalt.Operation{ID: "op-" + uuid.NewString(), Kind: events.KindCreateVolume, VolumeID: v.ID,
+	op := &basalt.Operation{ID: events.NewPrefixedID("op-", "bench"), Kind: events.KindCreateVolume, VolumeID: v.ID,
 		ProjectID: v.ProjectID, State: basalt.OpPending, Owner: "scheduler", Deadline: now.Add(time.Hour),
 		CreatedAt: now, UpdatedAt: now}
 	v.OpID = op.ID
