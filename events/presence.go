@@ -165,3 +165,7 @@ func (p *Presence) Run(ctx context.Context, binary, host, zone string, interval 
 // OperationKey holds operation id's record (JSON, written by functions). Agents read it to skip
 // commands whose operation already ended.
 func OperationKey(id string) string { return PrefixOf(id) + "op:" + id }
+
+// JournalKey is the hash of the commands a backend (host@backend) accepted and has not finished
+// (op id → command), written by its agent, in its host's slot.
+func JournalKey(backend string) string { return HostPrefix(backend) + "agent:" + backend + ":inflight" }
