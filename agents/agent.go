@@ -1,20 +1,35 @@
 // Package agents is the node agent: the one long-lived process per storage host. It runs the
-// drivers of the host's backends, consumes each backend's topic, runs driver calls in bounded
-// worker pools off the heartbeat path, heartbeats every backend service, reports capabilities
-// on a jittered timer, and publishes outcomes. It never writes volume records: its Redis keys
-// are its streams' consumer state, its heartbeats and reports, and its in-flight journal. Its
-// one write to a record of the functions is the lease of the operations it holds
+// drivers of the host's backends, consumes the host's topic, runs driver calls in bounded
+// per-backend worker pools off the heartbeat path, heartbeats every backend service, reports
+// capabilities on a jittered timer, and publishes outcomes. It never writes volume records: its
+// Redis keys are its streams' consumer state, its heartbeats and reports, and its in-flight
+// journal. Its one write to a record of the functions is the lease of the operations it holds
 // (events.RenewLeases): a deadline, only while the operation is pending and owned by its backend.
 //
+// The commands of every backend of the host travel on one topic, events.HostTopic(host), which
+// the agent reads with one blocking subscription (consumer group "agents", consumer the host):
+// an idle agent costs Redis one read every BlockTime whatever its number of backends, where one
+// subscription per backend cost one per backend. Each command names its backend
+// (Command.Backend), to whose worker pool the agent hands it; a command for a backend the agent
+// does not run (a configuration changed, a typo) is journaled nowhere and fails, so that it
+// reaches the dead-letter topic after the bus's retries instead of vanishing.
+//
 // A command is acknowledged as soon as it is written to the backend's in-flight journal, so a
-// long driver call never holds a stream message past its claim time. When the agent starts, it
-// re-runs what the journal holds (driver calls are idempotent), so work cut short by a crash
-// ends in a final state and is never done twice.
+// long driver call never holds a stream message past its claim time, and a slow backend never
+// delays the commands of another. When the agent starts, it re-runs what the journal holds
+// (driver calls are idempotent), so work cut short by a crash ends in a final state and is never
+// done twice.
 //
 // Every command it has accepted and not finished, queued for a worker or running, keeps its
 // operation alive: the agent renews the operation's lease every third of OperationLease. A busy
 // backend is so never taken for a dead one, and the operations of an agent that is down or
 // frozen end when their lease runs out.
+//
+// Upgrade: before host topics, each backend had a topic of its own
+// (events.LegacyBackendTopic). An agent that starts looks at the legacy topics of its backends,
+// and reads each one that still holds commands for group "agents" (unread, or delivered and
+// not acknowledged) through the same path as its host topic, until nothing is left on it; then
+// it stops reading it. Commands published to a legacy topic after that wait for the next start.
 package agents
 
 import (
@@ -24,6 +39,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,8 +56,9 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// JournalKey is the hash of commands a backend accepted and has not finished: op id → command.
-func JournalKey(backend string) string { return events.KeyPrefix + "agent:" + backend + ":inflight" }
+// JournalKey is the hash of commands a backend accepted and has not finished: op id → command,
+// in its host's Redis Cluster slot (events.JournalKey).
+func JournalKey(backend string) string { return events.JournalKey(backend) }
 
 // Agent runs the backends of one host.
 type Agent struct {
@@ -49,6 +68,7 @@ type Agent struct {
 	presence *events.Presence      // heartbeats and reports, on a connection of their own
 	logger   *slog.Logger
 	backends []*backend
+	byName   map[string]*backend        // by host@backend
 	exports  map[string]*export.Manager // by target protocol
 }
 
@@ -72,15 +92,17 @@ func New(cfg Config, bus *events.Bus, redisOpts *events.RedisOptions, logger *sl
 	}
 	a := &Agent{cfg: cfg, bus: bus, logger: logger.With("host", cfg.Host),
 		rdb:      events.NewRedisClient(redisOpts),
-		presence: events.NewPresence(events.NewRedisClient(redisOpts), nil), exports: map[string]*export.Manager{}}
+		presence: events.NewPresence(events.NewRedisClient(redisOpts), nil), exports: map[string]*export.Manager{},
+		byName: map[string]*backend{}}
 	for _, bc := range cfg.Backends {
 		d, err := openDriver(&a.cfg, bc, logger)
 		if err != nil {
 			a.Close()
 			return nil, err
 		}
-		a.backends = append(a.backends, &backend{cfg: bc, name: cfg.Host + "@" + bc.Name, driver: d,
-			slots: make(chan struct{}, bc.Workers)})
+		b := &backend{cfg: bc, name: cfg.Host + "@" + bc.Name, driver: d, slots: make(chan struct{}, bc.Workers)}
+		a.backends = append(a.backends, b)
+		a.byName[b.name] = b
 	}
 	if err := a.openExports(); err != nil {
 		a.Close()
@@ -169,17 +191,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, b := range a.backends {
-		sub, err := a.bus.Subscriber("agents", b.name)
+	// One subscription for the whole host. The journal write runs in the message's context; the
+	// command runs in the work's, which outlives the message by the grace period.
+	sub, err := a.bus.Subscriber(consumerGroup, a.cfg.Host)
+	if err != nil {
+		return err
+	}
+	subs = append(subs, sub)
+	router.AddConsumerHandler("agent."+a.cfg.Host, events.HostTopic(a.cfg.Host), sub, func(msg *message.Message) error {
+		return a.dispatch(workCtx, msg)
+	})
+	// Upgrade: the legacy topics of backends that still hold commands are read too, until empty.
+	legacy, err := a.legacyBacklog(workCtx, a.backends)
+	if err != nil {
+		return fmt.Errorf("look for commands on legacy backend topics: %w", err)
+	}
+	var drains []legacyDrain
+	for _, b := range legacy {
+		sub, err := a.bus.Subscriber(consumerGroup, a.cfg.Host)
 		if err != nil {
 			return err
 		}
 		subs = append(subs, sub)
-		// The journal write runs in the message's context; the command runs in the work's,
-		// which outlives the message by the grace period.
-		router.AddConsumerHandler("agent."+b.name, events.BackendTopic(b.name), sub, func(msg *message.Message) error {
-			return a.accept(workCtx, b, msg)
+		topic := events.LegacyBackendTopic(b.name)
+		a.logger.Info("draining a legacy backend topic", "topic", topic, "backend", b.name)
+		h := router.AddConsumerHandler("agent.legacy."+b.name, topic, sub, func(msg *message.Message) error {
+			var cmd events.Command
+			if err := events.Decode(msg, &cmd); err != nil {
+				return err
+			}
+			return a.accept(workCtx, b, cmd, msg) // its topic names its backend
 		})
+		drains = append(drains, legacyDrain{b: b, handler: h, sub: sub})
 	}
 	for _, b := range a.backends {
 		g.Go(func() error { return a.heartbeat(gctx, b) })
@@ -194,16 +237,37 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if len(drains) > 0 {
+		g.Go(func() error { a.drainLegacy(gctx, router, drains); return nil })
+	}
 	a.logger.Info("agent started", "backends", a.Backends())
 	return g.Wait()
 }
 
-// accept journals a command and starts it; the message is then acknowledged.
-func (a *Agent) accept(ctx context.Context, b *backend, msg *message.Message) error {
+// consumerGroup is the consumer group of every agent on its host's topic; the consumer is the host.
+const consumerGroup = "agents"
+
+// dispatch accepts a command of the host's topic on the backend it names. A command for a
+// backend this agent does not run is journaled nowhere and fails: the bus retries it, then sends
+// it to the dead-letter topic, where an admin sees it. Meanwhile the others go on.
+func (a *Agent) dispatch(ctx context.Context, msg *message.Message) error {
 	var cmd events.Command
 	if err := events.Decode(msg, &cmd); err != nil {
 		return err
 	}
+	b := a.byName[cmd.Backend]
+	if b == nil {
+		a.logger.Error("command for a backend this agent does not run", "op_id", cmd.OpID, "backend", cmd.Backend,
+			"kind", cmd.Kind, "volume_id", cmd.VolumeID, "request_id", cmd.RequestID)
+		return fmt.Errorf("command %s (%s) is for backend %q, which the agent of host %s does not run",
+			cmd.OpID, cmd.Kind, cmd.Backend, a.cfg.Host)
+	}
+	return a.accept(ctx, b, cmd, msg)
+}
+
+// accept journals cmd, the command of msg, on b and starts it; the message is then
+// acknowledged. It is quick whatever b's driver does: the driver call runs in b's worker pool.
+func (a *Agent) accept(ctx context.Context, b *backend, cmd events.Command, msg *message.Message) error {
 	fresh, err := a.rdb.HSetNX(msg.Context(), JournalKey(b.name), cmd.OpID, []byte(msg.Payload)).Result()
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", cmd.OpID, err)
@@ -235,6 +299,124 @@ func (a *Agent) recover(ctx context.Context, b *backend) error {
 		a.start(ctx, b, cmd)
 	}
 	return nil
+}
+
+// legacyDrain is the reading of one backend's legacy topic, until it is empty (the upgrade).
+type legacyDrain struct {
+	b       *backend
+	handler *message.Handler
+	sub     message.Subscriber
+}
+
+// legacyCheck is how often drainLegacy looks whether the legacy topics it reads are empty.
+const legacyCheck = time.Second
+
+// drainLegacy stops reading each legacy topic of drains, and closes its subscriber, once nothing
+// is left on it for the agents' group: nothing undelivered, nothing delivered and not
+// acknowledged (a command being accepted is delivered and not acknowledged yet). It returns
+// when every one is drained or ctx ends.
+func (a *Agent) drainLegacy(ctx context.Context, router *message.Router, drains []legacyDrain) {
+	select {
+	case <-router.Running(): // every handler has started: they can be stopped
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(legacyCheck)
+	defer t.Stop()
+	for len(drains) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		bs := make([]*backend, len(drains))
+		for i, d := range drains {
+			bs[i] = d.b
+		}
+		left, err := a.legacyBacklog(ctx, bs)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.logger.Warn("look at legacy backend topics", "err", err)
+			}
+			continue
+		}
+		kept := drains[:0]
+		for _, d := range drains {
+			if slices.Contains(left, d.b) {
+				kept = append(kept, d)
+				continue
+			}
+			d.handler.Stop()
+			select {
+			case <-d.handler.Stopped():
+			case <-ctx.Done():
+				return
+			}
+			_ = d.sub.Close()
+			a.logger.Info("legacy backend topic drained; no longer read", "topic", events.LegacyBackendTopic(d.b.name),
+				"backend", d.b.name)
+		}
+		drains = kept
+	}
+}
+
+// legacyBacklog returns those of bs whose legacy topic (events.LegacyBackendTopic) holds
+// commands for the agents' group: entries not delivered to it yet, or delivered and not
+// acknowledged. A legacy topic without the group holds commands if it holds entries (a
+// subscription creates the group at the stream's start, so it reads them all). It costs one
+// round trip, whatever the number of backends.
+func (a *Agent) legacyBacklog(ctx context.Context, bs []*backend) ([]*backend, error) {
+	pipe := a.rdb.Pipeline()
+	last := make([]*redis.XMessageSliceCmd, len(bs))
+	groups := make([]*redis.XInfoGroupsCmd, len(bs))
+	for i, b := range bs {
+		topic := events.LegacyBackendTopic(b.name)
+		last[i] = pipe.XRevRangeN(ctx, topic, "+", "-", 1)
+		groups[i] = pipe.XInfoGroups(ctx, topic)
+	}
+	_, _ = pipe.Exec(ctx) // each command holds its own error: XINFO fails on every missing stream
+	var out []*backend
+	for i, b := range bs {
+		entries, err := last[i].Result()
+		if err != nil {
+			return nil, err
+		}
+		gs, err := groups[i].Result()
+		if err != nil {
+			if strings.Contains(err.Error(), "no such key") {
+				continue // no legacy topic: the backend started after the upgrade
+			}
+			return nil, err
+		}
+		if legacyWork(gs, entries) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// legacyWork reports whether a stream whose consumer groups are groups and whose last entry is
+// last (none when empty) holds commands for the agents' group.
+func legacyWork(groups []redis.XInfoGroup, last []redis.XMessage) bool {
+	for _, g := range groups {
+		if g.Name == consumerGroup {
+			return g.Pending > 0 || len(last) > 0 && streamIDLess(g.LastDeliveredID, last[0].ID)
+		}
+	}
+	return len(last) > 0
+}
+
+// streamIDLess reports whether stream entry id a (ms-seq) comes before b.
+func streamIDLess(a, b string) bool {
+	split := func(id string) (ms, seq uint64) {
+		m, s, _ := strings.Cut(id, "-")
+		ms, _ = strconv.ParseUint(m, 10, 64)
+		seq, _ = strconv.ParseUint(s, 10, 64)
+		return ms, seq
+	}
+	am, as := split(a)
+	bm, bs := split(b)
+	return am < bm || am == bm && as < bs
 }
 
 // start runs a journaled command in b's worker pool, unless this process runs it already.

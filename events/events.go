@@ -4,6 +4,8 @@
 package events
 
 import (
+	"strings"
+
 	"github.com/basalt-storage/basalt"
 )
 
@@ -17,8 +19,34 @@ const (
 	TopicDeadLetter = "basalt.deadletter"
 )
 
-// BackendTopic returns the topic of one backend (host@backend), consumed by its agent.
-func BackendTopic(backend string) string { return "basalt.volume." + backend }
+// HostTopic returns the topic of one storage host: the commands of every backend of the host,
+// which its agent reads with one blocking subscription, however many backends it runs. (One
+// topic per backend cost one subscription, and so one read every BlockTime, per backend: an
+// idle agent of 1,000 backends kept Redis busy doing nothing.)
+func HostTopic(host string) string { return "basalt.host." + host }
+
+// BackendTopic returns the topic that carries the commands of backend (host@backend; a pool
+// name, host@backend#pool, gives the same): the topic of its host (HostTopic). A command names
+// its backend in Command.Backend, by which the host's agent hands it to the backend.
+func BackendTopic(backend string) string {
+	host, _, _ := basalt.SplitHost(backend)
+	return HostTopic(host)
+}
+
+// LegacyBackendTopic returns the topic one backend (host@backend) had before backends' commands
+// travelled on their host's topic. Nothing publishes to it any more: an agent that starts
+// drains what is left on the legacy topics of its backends once (the upgrade), then reads only
+// its host's topic.
+func LegacyBackendTopic(backend string) string { return "basalt.volume." + backend }
+
+// CurrentTopic returns the topic to send a stored command to: a legacy backend topic, kept by
+// an operation record written before host topics, becomes its backend's host topic.
+func CurrentTopic(topic string) string {
+	if backend, ok := strings.CutPrefix(topic, "basalt.volume."); ok {
+		return BackendTopic(backend)
+	}
+	return topic
+}
 
 // Command kinds.
 const (
@@ -57,7 +85,9 @@ type Command struct {
 	ProjectID string `json:"project_id"`
 	// Volume is what the agent creates; Pool is set by the scheduler.
 	Volume basalt.VolumeSpec `json:"volume"`
-	// Backend is host@backend, set once placed.
+	// Backend is host@backend, set once placed. Every command sent to a host's topic carries
+	// it: the host's agent runs the command on that backend, and dead-letters a command for a
+	// backend it does not run.
 	Backend string `json:"backend,omitempty"`
 	// Attempted lists the backends already tried for this operation (rescheduling).
 	Attempted []string `json:"attempted,omitempty"`

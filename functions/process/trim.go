@@ -13,7 +13,10 @@ import (
 
 // trimStreams trims every topic's stream to what its consumers still need (events.TrimStream),
 // and the dead letters to deadLetterAge, every interval until ctx ends. Topics: the scheduler's,
-// the results', and each volume service's.
+// the results', and the topic of each host of a volume service (its backends' commands travel on
+// it: events.BackendTopic), once per host. The legacy per-backend topics are not trimmed: once an
+// agent has drained them on its upgrade nothing writes there, and what they keep is what they
+// held at the upgrade.
 func trimStreams(ctx context.Context, rdb redis.UniversalClient, st *store.Store, interval, deadLetterAge time.Duration,
 	logger *slog.Logger) error {
 	t := time.NewTicker(interval)
@@ -26,9 +29,11 @@ func trimStreams(ctx context.Context, rdb redis.UniversalClient, st *store.Store
 		}
 		topics := []string{events.TopicScheduler, events.TopicResults}
 		if svcs, err := st.Services(ctx); err == nil {
+			seen := map[string]bool{}
 			for _, s := range svcs {
-				if s.Binary == basalt.BinaryVolume {
-					topics = append(topics, events.BackendTopic(s.Host))
+				if topic := events.BackendTopic(s.Host); s.Binary == basalt.BinaryVolume && !seen[topic] {
+					seen[topic] = true
+					topics = append(topics, topic)
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 
 	"github.com/basalt-storage/basalt"
+	"github.com/basalt-storage/basalt/events"
 )
 
 // The outbox: a transaction that starts an operation writes its command into the operation's
@@ -24,7 +25,7 @@ func mustJSON(v any) json.RawMessage {
 
 // send publishes op's command and marks it sent; on failure the relay sends it later.
 func (f *Function) send(ctx context.Context, op *basalt.Operation) {
-	if err := f.pub.PublishContext(ctx, op.Topic, op.ID, op.RequestID, op.Command); err != nil {
+	if err := f.pub.PublishContext(ctx, events.CurrentTopic(op.Topic), op.ID, op.RequestID, op.Command); err != nil {
 		f.logger.Warn("publish command; the relay will send it", "topic", op.Topic, "op_id", op.ID, "err", err)
 		return
 	}
@@ -56,7 +57,7 @@ func (f *Function) Relay(ctx context.Context) error {
 			continue
 		}
 		f.logger.Info("relaying an unsent command", "op_id", op.ID, "topic", op.Topic, "kind", op.Kind)
-		if err := f.pub.PublishContext(ctx, op.Topic, op.ID, op.RequestID, op.Command); err != nil {
+		if err := f.pub.PublishContext(ctx, events.CurrentTopic(op.Topic), op.ID, op.RequestID, op.Command); err != nil {
 			return err
 		}
 		if err := f.store.MarkSent(ctx, id); err != nil {

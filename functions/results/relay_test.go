@@ -16,9 +16,10 @@ import (
 )
 
 type topicPub struct {
-	mu   sync.Mutex
-	sent map[string]int // op id → times published
-	fail bool
+	mu     sync.Mutex
+	sent   map[string]int    // op id → times published
+	topics map[string]string // op id → the topic it was last published to
+	fail   bool
 }
 
 func (p *topicPub) PublishContext(_ context.Context, topic, opID, requestID string, v any) error {
@@ -31,6 +32,10 @@ func (p *topicPub) PublishContext(_ context.Context, topic, opID, requestID stri
 		return nil
 	}
 	p.sent[opID]++
+	if p.topics == nil {
+		p.topics = map[string]string{}
+	}
+	p.topics[opID] = topic
 	return nil
 }
 
@@ -59,6 +64,12 @@ func TestRelaySendsWhatWasNotSent(t *testing.T) {
 		return op
 	}
 	put("op-lost")
+	// A record written before host topics names its backend's old topic: it goes to the host's.
+	legacy := put("op-legacy")
+	legacy.Topic = events.LegacyBackendTopic("h@b")
+	if err := st.PutOp(ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
 	put("op-sent")
 	if err := st.MarkSent(ctx, "op-sent"); err != nil {
 		t.Fatal(err)
@@ -75,6 +86,10 @@ func TestRelaySendsWhatWasNotSent(t *testing.T) {
 	}
 	if n := pub.times("op-lost"); n != 1 {
 		t.Errorf("the unsent command was published %d times, want once", n)
+	}
+	if n, topic := pub.times("op-legacy"), pub.topics["op-legacy"]; n != 1 || topic != events.HostTopic("h") {
+		t.Errorf("a command stored for a legacy backend topic was published %d times to %q, want once to %q",
+			n, topic, events.HostTopic("h"))
 	}
 	if n := pub.times("op-sent") + pub.times("op-ended"); n != 0 {
 		t.Errorf("a sent or ended operation's command was published %d times", n)

@@ -39,8 +39,9 @@ func streamTimes(ctx context.Context, rdb *redis.Client, stream string, limit in
 }
 
 // createStages reads when each step of the creates happened from the streams the steps write
-// (the API to the scheduler topic, placement to the backends' topics, agents to the results
-// topic); the last step is the volumes' updated_at. Call it before anything else publishes.
+// (the API to the scheduler topic, placement to the topics of the backends' hosts, agents to the
+// results topic); the last step is the volumes' updated_at. Call it before anything else
+// publishes.
 func createStages(ctx context.Context, opts *redis.Options, backends []string, available []time.Time, limit int64) ([]stage, error) {
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
@@ -49,8 +50,14 @@ func createStages(ctx context.Context, opts *redis.Options, backends []string, a
 		return nil, err
 	}
 	var placed []time.Time
+	seen := map[string]bool{} // backends of one host share its topic
 	for _, b := range backends {
-		t, err := streamTimes(ctx, rdb, events.BackendTopic(b), limit)
+		topic := events.BackendTopic(b)
+		if seen[topic] {
+			continue
+		}
+		seen[topic] = true
+		t, err := streamTimes(ctx, rdb, topic, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +69,7 @@ func createStages(ctx context.Context, opts *redis.Options, backends []string, a
 	}
 	return []stage{
 		{"accepted: API published to the scheduler topic", sched},
-		{"placed: scheduler published to a backend topic", placed},
+		{"placed: scheduler published to a host topic", placed},
 		{"created: agent published the result", done},
 		{"available: results function updated the volume", available},
 	}, nil
