@@ -13,11 +13,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Every Redis key of Basalt's resource state starts with KeyPrefix. Its hash tag keeps that
-// state in one Redis Cluster slot, so every multi-key script and transaction on it is
-// Cluster-safe. What a host writes on its own (heartbeats, capability reports, inventories,
-// agent journals) lives under HostPrefix instead, in its host's slot, so that the write load
-// of many hosts spreads over a Cluster's masters. docs/architecture.md lists every key.
+// KeyPrefix is the prefix of Basalt's global keys: volume types, service administration, the
+// capacity ledger and the indexes of heartbeats and reports, all in one Redis Cluster slot.
+// A project's state lives in its partition (PrefixOf, shard.go), and what a host writes
+// (heartbeats, capability reports, inventories, agent journals) in its host's slot
+// (HostPrefix), so that the load spreads over a Cluster's masters while every multi-key script
+// and transaction stays in one slot. docs/architecture.md lists every key.
 const KeyPrefix = "basalt:{basalt}:"
 
 // HostPrefix returns the prefix of the keys written by one host's processes: those keys share

@@ -440,36 +440,26 @@ func (s *Store) VerifyVolumeIndexes(ctx context.Context) ([]string, error) {
 
 // ---- listing from the indexes ----
 
-// listAcross answers a query of every project: each partition answers the query's first
-// offset + limit volumes, concurrently, and the pages are merged in the query's order. A
-// count is the sum of the partitions'.
+// listAcross answers a query of every project: every partition answers the query at once and
+// the pages are merged in the query's order; a count is the sum of the partitions'.
+//
+// A partition is first asked for about twice its share of the offset + limit volumes wanted
+// (need). The merge is complete when no partition that returned all it was asked for could hold
+// a volume before the merge's need-th: each one that could is asked again for need (a second
+// round, rare when the volumes spread over the partitions). With Less, each partition reads
+// every match anyway, and the marker is placed in the merge.
 func (s *Store) listAcross(ctx context.Context, q VolumeQuery, field string) (VolumeList, error) {
+	need := q.Offset + q.Limit
 	pages := make([]VolumeList, events.Shards)
-	g, gctx := errgroup.WithContext(ctx)
-	for n := range pages {
-		g.Go(func() error {
-			qn := q
-			qn.partition, qn.Offset, qn.Limit = n+1, 0, q.Offset+q.Limit
-			if q.Less != nil {
-				// Less reads every match of a partition anyway; the marker is placed in the merge.
-				qn.Marker, qn.Limit = "", math.MaxInt32
-			}
-			var err error
-			pages[n], err = s.ListVolumes(gctx, qn)
-			return err
-		})
+	asked := make([]int, events.Shards)
+	for n := range asked {
+		asked[n] = min(need, 2*need/events.Shards+8)
+		if q.Less != nil {
+			asked[n] = math.MaxInt32
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return VolumeList{}, err
-	}
-	var out VolumeList
-	var all []*basalt.Volume
-	for _, pg := range pages {
-		out.Count += pg.Count
-		all = append(all, pg.Items...)
-	}
-	if q.Less != nil {
-		slices.SortStableFunc(all, func(a, b *basalt.Volume) int {
+	before := func(a, b *basalt.Volume) int { // the merge's order
+		if q.Less != nil {
 			switch {
 			case q.Less(a, b):
 				return -1
@@ -477,22 +467,70 @@ func (s *Store) listAcross(ctx context.Context, q VolumeQuery, field string) (Vo
 				return 1
 			}
 			return 0
-		})
-		if q.Marker != "" {
-			i := slices.IndexFunc(all, func(v *basalt.Volume) bool { return v.ID == q.Marker })
-			if i < 0 {
-				return VolumeList{}, volumeNotFound(q.Marker)
-			}
-			all = all[i+1:]
 		}
-	} else {
-		slices.SortFunc(all, func(a, b *basalt.Volume) int {
-			c := strings.Compare(sortMember(field, a), sortMember(field, b))
-			if !q.Asc {
-				c = -c
+		c := strings.Compare(sortMember(field, a), sortMember(field, b))
+		if !q.Asc {
+			c = -c
+		}
+		return c
+	}
+	todo := make([]bool, events.Shards)
+	for n := range todo {
+		todo[n] = true
+	}
+	var all []*basalt.Volume
+	for round := 0; ; round++ {
+		g, gctx := errgroup.WithContext(ctx)
+		for n := range pages {
+			if !todo[n] {
+				continue
 			}
-			return c
-		})
+			g.Go(func() error {
+				qn := q
+				qn.partition, qn.Offset, qn.Limit = n+1, 0, asked[n]
+				if q.Less != nil {
+					qn.Marker = ""
+				}
+				var err error
+				pages[n], err = s.ListVolumes(gctx, qn)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return VolumeList{}, err
+		}
+		all = all[:0]
+		for _, pg := range pages {
+			all = append(all, pg.Items...)
+		}
+		slices.SortStableFunc(all, before)
+		if q.Less != nil || len(all) < need && round > 0 {
+			break
+		}
+		again := false
+		for n, pg := range pages {
+			todo[n] = false
+			if len(pg.Items) < asked[n] || asked[n] >= need {
+				continue // it gave all it has, or all that can be wanted of it
+			}
+			if len(all) < need || before(pg.Items[len(pg.Items)-1], all[need-1]) < 0 {
+				todo[n], asked[n], again = true, need, true
+			}
+		}
+		if !again {
+			break
+		}
+	}
+	var out VolumeList
+	for _, pg := range pages {
+		out.Count += pg.Count
+	}
+	if q.Less != nil && q.Marker != "" {
+		i := slices.IndexFunc(all, func(v *basalt.Volume) bool { return v.ID == q.Marker })
+		if i < 0 {
+			return VolumeList{}, volumeNotFound(q.Marker)
+		}
+		all = all[i+1:]
 	}
 	all = all[min(q.Offset, len(all)):]
 	out.Items = all[:min(q.Limit, len(all))]

@@ -506,3 +506,52 @@ func TestReindexVolumes(t *testing.T) {
 		t.Fatalf("status=error after the backfill = %v (count %d), %v; want %v (count %d)", ids(res.Items), res.Count, err, want, wantCount)
 	}
 }
+
+// TestListAcrossUnevenPartitions: an administrator's listing merges the partitions' pages, and
+// stays exact when the volumes crowd into one partition (which must then be asked for more than
+// its share): every page equals the same page of all the volumes sorted in memory.
+func TestListAcrossUnevenPartitions(t *testing.T) {
+	ctx := context.Background()
+	st := store.New(redistest.Start(t).Client(), nil)
+	r := rand.New(rand.NewPCG(3, 4))
+	clock := &testClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	var all []*basalt.Volume
+	for i := range 240 {
+		clock.step(r)
+		project := "hot" // most volumes in one project, so in one partition
+		if i%8 == 0 {
+			project = fmt.Sprintf("cold-%d", i)
+		}
+		v := randomVolume(r, events.NewID(project), clock)
+		v.ProjectID = project
+		if err := st.CreateVolume(ctx, v, nil); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, v)
+	}
+	for _, c := range []struct {
+		sort   string
+		asc    bool
+		offset int
+		limit  int
+	}{{"", false, 0, 100}, {"name", true, 0, 100}, {"size", false, 30, 50}, {"id", true, 150, 80}, {"updated_at", false, 0, 240}} {
+		want := slices.Clone(all)
+		slices.SortFunc(want, func(a, b *basalt.Volume) int {
+			ka, kb := store.SortMemberForTest(c.sort, a), store.SortMemberForTest(c.sort, b)
+			if c.asc {
+				return strings.Compare(ka, kb)
+			}
+			return strings.Compare(kb, ka)
+		})
+		want = want[min(c.offset, len(want)):]
+		want = want[:min(c.limit, len(want))]
+		got, err := st.ListVolumes(ctx, store.VolumeQuery{Sort: c.sort, Asc: c.asc, Offset: c.offset, Limit: c.limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := ids(got.Items), ids(want); !slices.Equal(g, w) {
+			t.Errorf("all projects, sort %q asc=%v offset %d limit %d:\n got %d %v\nwant %d %v", c.sort, c.asc, c.offset, c.limit,
+				len(g), g, len(w), w)
+		}
+	}
+}

@@ -168,7 +168,13 @@ func benchList(b *testing.B, n int) {
 		{name: "status=creating&sort=size:asc", q: eq(store.VolumeQuery{Sort: "size", Asc: true}, status("creating"), store.EqStatus("creating"))},
 		{name: "metadata_app=app-7&sort=size:asc", q: eq(store.VolumeQuery{Sort: "size", Asc: true},
 			func(v *basalt.Volume) bool { return v.Metadata["app"] == "app-7" }, store.EqMetadata("app", "app-7"))},
-		{name: "all_tenants&status=available", q: eq(store.VolumeQuery{Project: ""}, status("available"), store.EqStatus("available"))},
+		{name: "all_tenants&status=available", q: func() store.VolumeQuery {
+			q := eq(store.VolumeQuery{}, status("available"), store.EqStatus("available"))
+			q.Project = "" // every project: every partition answers, the pages are merged
+			return q
+		}()},
+		{name: "all_tenants", q: store.VolumeQuery{}},
+		{name: "all_tenants_VolumePage", q: store.VolumeQuery{}, page: true},
 		{name: "status=available&with_count", q: func() store.VolumeQuery {
 			q := eq(store.VolumeQuery{}, status("available"), store.EqStatus("available"))
 			q.Count = true

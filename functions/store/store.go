@@ -1,9 +1,10 @@
 // Package store keeps Basalt's resource state in Redis: volumes, volume types, operations, user
 // messages, service administration and the capacity ledger. Functions are its only writers.
-// Every key of the resource state lives in one Redis Cluster hash slot (events.KeyPrefix), so
-// every transaction and script is Cluster-safe; what hosts write (heartbeats, reports,
-// inventories) lives in their hosts' slots (events.HostPrefix) and is read with pipelines,
-// never with one multi-key command.
+// A project's state lives in its partition (events.PrefixOf: one Redis Cluster slot per
+// partition), so that a request's transaction or script touches one slot; types, service
+// administration and the capacity ledger are global (events.KeyPrefix); what hosts write
+// (heartbeats, reports, inventories) lives in their hosts' slots (events.HostPrefix). What
+// reads across slots does it with pipelines (partitions.go), never with one multi-key command.
 //
 // Methods are safe for concurrent use by any number of processes. State changes that depend on
 // the current state are compare-and-set (optimistic WATCH transactions or Lua scripts): of two
