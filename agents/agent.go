@@ -284,6 +284,9 @@ func (a *Agent) accept(ctx context.Context, b *backend, cmd events.Command, msg 
 
 // recover re-runs every journaled command of b.
 func (a *Agent) recover(ctx context.Context, b *backend) error {
+	if err := a.adoptLegacyJournal(ctx, b); err != nil {
+		return err
+	}
 	entries, err := a.rdb.HGetAll(ctx, JournalKey(b.name)).Result()
 	if err != nil {
 		return err
@@ -417,6 +420,26 @@ func streamIDLess(a, b string) bool {
 	am, as := split(a)
 	bm, bs := split(b)
 	return am < bm || am == bm && as < bs
+}
+
+// legacyJournalKey is where agents kept b's journal before the keys were laid out by slot.
+func legacyJournalKey(backend string) string { return events.KeyPrefix + "agent:" + backend + ":inflight" }
+
+// adoptLegacyJournal moves what an older agent left in b's journal of the old key layout into
+// its journal (entries there already win), then drops the old one: an agent upgraded before the
+// API has moved the state finds its interrupted work all the same. Both steps may be repeated.
+func (a *Agent) adoptLegacyJournal(ctx context.Context, b *backend) error {
+	old, err := a.rdb.HGetAll(ctx, legacyJournalKey(b.name)).Result()
+	if err != nil || len(old) == 0 {
+		return err
+	}
+	for opID, payload := range old {
+		if err := a.rdb.HSetNX(ctx, JournalKey(b.name), opID, payload).Err(); err != nil {
+			return err
+		}
+	}
+	a.logger.Info("adopted the journal of an older agent", "backend", b.name, "commands", len(old))
+	return a.rdb.Del(ctx, legacyJournalKey(b.name)).Err()
 }
 
 // start runs a journaled command in b's worker pool, unless this process runs it already.

@@ -34,6 +34,13 @@ func TestRecoveryRunsJournaledWork(t *testing.T) {
 	}
 	put("op-pending", "vol-a", basalt.OpPending)
 	put("op-ended", "vol-b", basalt.OpFailed)
+	// A command an agent of the key layout before slots journaled: it runs too.
+	legacy := events.Command{OpID: "op-legacy", Kind: events.KindCreateVolume, VolumeID: "vol-c", Backend: "h@b",
+		Volume: basalt.VolumeSpec{ID: "vol-c", SizeGB: 1, Pool: "pool"}}
+	raw, _ := json.Marshal(legacy)
+	rdb.HSet(ctx, events.KeyPrefix+"agent:h@b:inflight", "op-legacy", raw)
+	op, _ := json.Marshal(basalt.Operation{ID: "op-legacy", State: basalt.OpPending})
+	rdb.Set(ctx, events.OperationKey("op-legacy"), op, 0)
 	runAgent(t, rs, dir)
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -50,16 +57,29 @@ func TestRecoveryRunsJournaledWork(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-a")); err != nil {
 		t.Errorf("the pending create was not run: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-c")); err != nil {
+		t.Errorf("the create journaled by an agent of the older key layout was not run: %v", err)
+	}
+	if n, _ := rdb.Exists(ctx, events.KeyPrefix+"agent:h@b:inflight").Result(); n != 0 {
+		t.Errorf("the older layout's journal is still there")
+	}
 	if _, err := os.Stat(filepath.Join(dir, "h", "b", "volume-vol-b")); !os.IsNotExist(err) {
 		t.Errorf("the ended create was run (stat = %v)", err)
 	}
 	msgs, err := rdb.XRange(ctx, events.TopicResults, "-", "+").Result()
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("results stream = %v, %v; want exactly one result", msgs, err)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("results stream = %v, %v; want exactly two results", msgs, err)
 	}
-	var res events.Result
-	if err := json.Unmarshal([]byte(msgs[0].Values["payload"].(string)), &res); err != nil || !res.OK || res.OpID != "op-pending" || res.Host != "h@b#pool" {
-		t.Errorf("result = %+v (%v), want OK for op-pending on h@b#pool", res, err)
+	ok := map[string]bool{}
+	for _, m := range msgs {
+		var res events.Result
+		if err := json.Unmarshal([]byte(m.Values["payload"].(string)), &res); err != nil || !res.OK || res.Host != "h@b#pool" {
+			t.Errorf("result = %+v (%v), want OK on h@b#pool", res, err)
+		}
+		ok[res.OpID] = true
+	}
+	if !ok["op-pending"] || !ok["op-legacy"] {
+		t.Errorf("results for %v, want op-pending and op-legacy", ok)
 	}
 }
 

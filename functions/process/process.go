@@ -233,6 +233,13 @@ func RunAPI(ctx context.Context, c Config, opts *events.RedisOptions, logger *sl
 	if _, err := plane.EnsureDefaultType(ctx); err != nil {
 		return fmt.Errorf("create the default volume type: %w", err)
 	}
+	// Move the state an older version wrote in one Redis slot into the partitioned key layout
+	// (once: a version key marks it done), before indexing, which indexes what it moved.
+	if n, err := plane.Store().MigrateLayout(ctx); err != nil {
+		return fmt.Errorf("move the state to the partitioned key layout: %w", err)
+	} else if n > 0 {
+		logger.Info("moved the state to the partitioned key layout", "keys", n)
+	}
 	// Index the volumes written before the list indexes existed (once: a version key marks it done).
 	if n, err := plane.Store().ReindexVolumes(ctx); err != nil {
 		return fmt.Errorf("index the volumes: %w", err)
@@ -279,6 +286,13 @@ func RunScheduler(ctx context.Context, c Config, opts *events.RedisOptions, host
 	rdb := events.NewRedisClient(opts)
 	defer rdb.Close()
 	st := store.New(rdb, nil)
+	// The results function and the sweeps read the partitioned key layout: wait for (or do) the
+	// move of what an older version wrote (MigrateLayout: one process moves, the others wait).
+	if n, err := st.MigrateLayout(ctx); err != nil {
+		return fmt.Errorf("move the state to the partitioned key layout: %w", err)
+	} else if n > 0 {
+		logger.Info("moved the state to the partitioned key layout", "keys", n)
+	}
 	place, err := placement.New(placement.Config{Scheduler: c.Scheduler, MaxAttempts: c.MaxAttempts,
 		ServiceDownTime: c.ServiceDownTime, PoolRefresh: c.PoolRefresh}, st, bus, logger)
 	if err != nil {
