@@ -192,45 +192,94 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 	rank := func(read func(context.Context, func(*scheduler.PoolSet, []basalt.Pool) error) error) error {
 		// Rank while the set is held, keep copies of the best candidates, and let the set go
 		// before the reservations' round trips (a placement's Consume waits for the set).
-		var cands []candidate
-		var recorder func(string) string
-		if err := read(ctx, func(set *scheduler.PoolSet, pools []basalt.Pool) error {
-			var d *scheduler.Decision
-			if cmd.SourcePool != "" {
-				// A clone or a volume from a snapshot is made where its source is.
-				only := onlyPool(pools, cmd.SourcePool)
-				if only == nil {
-					reason = fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool)
+		// Over more than explainAll pools the ranking stops early (scheduler.Ranking: the
+		// pools best first, each filtered as it is reached): it copies out the first
+		// candidate and those among the next lookAhead pools. If all of those are taken
+		// meanwhile, it ranks again on the set as it is then, past the pools tried, looking
+		// further each time, until maxCandidates were tried or no candidate is left.
+		var lost []string
+		tried := map[string]bool{}
+		look := lookAhead
+		for {
+			var cands []candidate
+			var recorder func(string) string
+			more := false // the ranking has candidates beyond those copied
+			if err := read(ctx, func(set *scheduler.PoolSet, pools []basalt.Pool) error {
+				var d *scheduler.Decision
+				switch {
+				case cmd.SourcePool != "":
+					// A clone or a volume from a snapshot is made where its source is.
+					only := onlyPool(pools, cmd.SourcePool)
+					if only == nil {
+						reason = fmt.Sprintf("No valid backend was found. The source's pool %s is not up, enabled and reporting.", cmd.SourcePool)
+						return nil
+					}
+					d = f.sched.Place(req, []basalt.Pool{only[0]})
+				case len(pools) <= explainAll:
+					d = f.sched.PlaceSet(req, set) // the record explains every pool
+				default:
+					k := f.sched.Rank(req, set)
+					if k.Full() {
+						d = k.Decision()
+						break
+					}
+					limit := 0
+					for len(cands) < maxCandidates-len(lost) {
+						c, ok := k.Next(limit)
+						if !ok {
+							break
+						}
+						if tried[c.Pool.Name] {
+							continue
+						}
+						if len(cands) == 0 {
+							limit = k.Visited() + look
+						}
+						cands = append(cands, candidate{pool: *c.Pool, limit: ledgerLimit(c)})
+					}
+					if len(cands) == 0 && len(lost) == 0 {
+						d = k.Decision() // no candidate: the full decision says why
+						break
+					}
+					more, recorder = !k.Done(), walkRecorder(k, len(pools))
 					return nil
 				}
-				d = f.sched.Place(req, []basalt.Pool{only[0]})
-			} else {
-				d = f.sched.PlaceSet(req, set)
-			}
-			if len(d.Ranked) == 0 {
-				reason = "No valid backend was found. " + explainFailure(d, nil, len(pools))
+				if len(d.Ranked) == 0 {
+					if len(lost) == 0 {
+						reason = "No valid backend was found. " + explainFailure(d, nil, len(pools))
+					}
+					return nil
+				}
+				for _, c := range d.Ranked {
+					if len(cands) == maxCandidates-len(lost) {
+						break
+					}
+					if !tried[c.Pool.Name] {
+						cands = append(cands, candidate{pool: *c.Pool, limit: ledgerLimit(c)})
+					}
+				}
+				recorder = decisionRecorder(d)
 				return nil
-			}
-			for _, c := range d.Ranked[:min(len(d.Ranked), maxCandidates)] {
-				cands = append(cands, candidate{pool: *c.Pool, limit: ledgerLimit(c)})
-			}
-			recorder = decisionRecorder(d)
-			return nil
-		}); err != nil || reason != "" {
-			return err
-		}
-		var lost []string
-		for _, c := range cands {
-			ok, err := f.store.Reserve(ctx, v.ID, c.pool.Name, v.Size, c.limit)
-			if err != nil {
+			}); err != nil || reason != "" {
 				return err
 			}
-			if !ok {
-				lost = append(lost, fmt.Sprintf("%s: CapacityFilter: taken by a concurrent placement", c.pool.Name))
-				continue
+			for _, c := range cands {
+				ok, err := f.store.Reserve(ctx, v.ID, c.pool.Name, v.Size, c.limit)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					lost = append(lost, fmt.Sprintf("%s: CapacityFilter: taken by a concurrent placement", c.pool.Name))
+					tried[c.pool.Name] = true
+					continue
+				}
+				chosen, record = c.pool, recorder(c.pool.Name)
+				return nil
 			}
-			chosen, record = c.pool, recorder(c.pool.Name)
-			return nil
+			if !more || len(cands) == 0 || len(lost) >= maxCandidates {
+				break
+			}
+			look *= 4
 		}
 		// Every candidate tried was taken meanwhile by other placements.
 		reason = "No valid backend was found. " + strings.Join(lost, "; ")
@@ -260,6 +309,14 @@ func (f *Function) placeCreate(ctx context.Context, cmd events.Command) error {
 // maxCandidates is how many of a decision's best candidates a placement tries to reserve on
 // before it fails (each taken by a concurrent placement in the meantime).
 const maxCandidates = 16
+
+// explainAll is the most pools whose every verdict a placement's record keeps (Explain); over
+// more, a placement ranks with an early exit and records the best candidates.
+const explainAll = 50
+
+// lookAhead is how many pools past the first candidate an early-exit ranking looks for more
+// candidates to copy out before the reservations (four times more on each further round).
+const lookAhead = 64
 
 // candidate is a ranked pool, copied out of the pool set, and its limit on the ledger.
 type candidate struct {
@@ -663,7 +720,7 @@ func leaveMessage(ctx context.Context, st *store.Store, project, requestID, reso
 // the record stays small (and cheap to build) over thousands of pools. All but the chosen pool is
 // formatted at once, so the record can be made after d (and the pool set it refers to) is let go.
 func decisionRecorder(d *scheduler.Decision) func(chosen string) string {
-	if len(d.Ranked)+d.NumRejected() <= 50 {
+	if len(d.Ranked)+d.NumRejected() <= explainAll {
 		explain := d.Explain()
 		return func(string) string { return explain }
 	}
@@ -674,5 +731,18 @@ func decisionRecorder(d *scheduler.Decision) func(chosen string) string {
 	fmt.Fprintf(&b, "... %d more candidates and %d rejected pools (basalt scheduler explain shows them all)\n",
 		max(0, len(d.Ranked)-5), d.NumRejected())
 	rest := b.String()
+	return func(chosen string) string { return "placed on " + chosen + "; best candidates:\n" + rest }
+}
+
+// walkRecorder is decisionRecorder for a ranking that stopped early. Its weights are not known
+// (they are normalized over every candidate, and it did not visit them all), nor how many pools
+// pass: it keeps the chosen pool, the five best candidates it found, in ranking order, with the
+// weigher's raw value (CapacityWeigher's: the virtual free GiB) and limit, and how many pools
+// it looked at. Formatted at once, as decisionRecorder's.
+func walkRecorder(k *scheduler.Ranking, pools int) func(chosen string) string {
+	lines := strings.SplitAfter(k.Explain(), "\n")
+	rest := strings.Join(lines[:min(5, len(lines)-1)], "") +
+		fmt.Sprintf("... ranked best first with an early exit: %d of %d pools looked at (basalt scheduler explain shows them all)\n",
+			k.Visited(), pools)
 	return func(chosen string) string { return "placed on " + chosen + "; best candidates:\n" + rest }
 }

@@ -32,7 +32,7 @@ type poolCache struct {
 	refresh  time.Duration
 	maxStale time.Duration
 
-	mu   sync.RWMutex // readers: PlaceSet and its Decision; writer: Consume and swaps
+	mu   sync.RWMutex // readers: PlaceSet, Rank and their Decisions and Rankings; writer: Consume and swaps
 	snap *poolSnap
 
 	// What is known of the backends, kept up to date by incremental reads (store.BackendsChanged)
@@ -70,7 +70,8 @@ func newPoolCache(st *store.Store, sched *scheduler.Scheduler, downTime, refresh
 }
 
 // read calls fn with the prepared set and its pools, under the cache's read lock: fn may rank
-// on the set and use the Decisions and pools it gets until it returns, and must not keep them.
+// on the set and use the Decisions, Rankings and pools it gets until it returns, and must not
+// keep them.
 func (c *poolCache) read(ctx context.Context, fn func(set *scheduler.PoolSet, pools []basalt.Pool) error) error {
 	// One small read per placement: an administrator's enable or disable counts at once.
 	version, err := c.st.ServicesVersion(ctx)
@@ -85,7 +86,7 @@ func (c *poolCache) read(ctx context.Context, fn func(set *scheduler.PoolSet, po
 	case snap == nil || snap.version != version || now.Sub(snap.at) > c.maxStale || c.st.Now().After(snap.validUntil):
 		// No set, an administrative change, a quiet spell, or a backend of the set that is
 		// down by now: read before placing.
-		if err := c.load(ctx); err != nil {
+		if err := c.load(ctx, now); err != nil {
 			return err
 		}
 	case now.Sub(snap.at) > c.refresh:
@@ -98,7 +99,7 @@ func (c *poolCache) read(ctx context.Context, fn func(set *scheduler.PoolSet, po
 
 // readFresh is read on a set read from Redis now.
 func (c *poolCache) readFresh(ctx context.Context, fn func(set *scheduler.PoolSet, pools []basalt.Pool) error) error {
-	if err := c.load(ctx); err != nil {
+	if err := c.load(ctx, time.Now()); err != nil {
 		return err
 	}
 	c.mu.RLock()
@@ -123,9 +124,23 @@ const feedMargin = 2 * time.Second
 // written since the last load; whole on the first load, after an administrative change and
 // every fullEvery), prepares the pools of those up and enabled, with the ledger's figures, and
 // makes them the current set.
-func (c *poolCache) load(ctx context.Context) error {
+//
+// A placement that needs a set read after asked (its own time.Now(); zero for the background
+// read) waits for the load under way, if one runs, and does not load again when a load that
+// began after asked has made its set current meanwhile: when the set goes stale under a burst,
+// the placements waiting for it share one read of Redis instead of reading it one after the
+// other (each decoding again every report written in the last feedMargin).
+func (c *poolCache) load(ctx context.Context, asked time.Time) error {
 	c.loadMu.Lock()
 	defer c.loadMu.Unlock()
+	if !asked.IsZero() {
+		c.mu.RLock()
+		snap := c.snap
+		c.mu.RUnlock()
+		if snap != nil && !snap.at.Before(asked) {
+			return nil
+		}
+	}
 	at := time.Now()
 	c.reads.Add(1)
 	version, err := c.st.ServicesVersion(ctx) // before the pools: a change after it is seen next time
@@ -199,7 +214,7 @@ func (c *poolCache) loadInBackground() {
 		defer c.reading.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), c.refresh*5)
 		defer cancel()
-		_ = c.load(ctx) // a failure leaves the set as it is; the next placement tries again
+		_ = c.load(ctx, time.Time{}) // a failure leaves the set as it is; the next placement tries again
 	}()
 }
 

@@ -171,3 +171,30 @@ func TestPoolCacheRefreshesInTheBackground(t *testing.T) {
 		t.Errorf("whole reads = %d, want 1: reports and new backends are read incrementally", n)
 	}
 }
+
+// TestPoolCacheStalePlacementsShareOneRead: placements that find the set stale at the same
+// time (here after an administrative change) wait for one read of the pools and all rank on
+// it, instead of reading Redis one after the other.
+func TestPoolCacheStalePlacementsShareOneRead(t *testing.T) {
+	w := newCacheWorld(t, time.Hour)
+	w.names(t)
+	reason := "maintenance"
+	if err := w.st.SetServiceDisabled(context.Background(), basalt.BinaryVolume, "h@b1", true, &reason); err != nil {
+		t.Fatal(err)
+	}
+	w.cache.loadMu.Lock() // a read under way
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if got := w.names(t); len(got) != 1 || got[0] != "h@b2#pool" {
+				t.Errorf("pools after disabling h@b1 = %v, want only h@b2#pool", got)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // all eight wait for it
+	w.cache.loadMu.Unlock()
+	wg.Wait()
+	if n := w.cache.reads.Load(); n != 2 {
+		t.Errorf("reads = %d, want 2: the first, and one for the eight placements after the change", n)
+	}
+}

@@ -425,16 +425,9 @@ func (w CapacityWeigher) Weigh(r *Request, p *basalt.Pool) float64 {
 }
 
 func (w CapacityWeigher) weigh(q *query, i int) float64 {
-	in := &q.set.info[i]
-	c := &in.c
-	if c.freeKind == capInfinite || c.totalKind == capInfinite || c.unusable(q.thin) != noProblem {
-		// infinite/unknown as Cinder; null and unreadable values, where Cinder raises, alike.
-		if w.Multiplier > 0 {
-			return -1
-		}
-		return math.Inf(1)
-	}
-	return in.factors(q.thin).virtualFree
+	// infinite/unknown as Cinder; null and unreadable values, where Cinder raises, alike.
+	raw, _ := capacityRaw(&q.set.info[i], q.thin, w.Multiplier > 0)
+	return raw
 }
 
 // adjust replaces infinite raw weights as CapacityWeigher.weigh_objects does, given the

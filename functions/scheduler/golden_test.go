@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,6 +66,15 @@ func loadCinderCases(t *testing.T) *cinderCases {
 	return &c
 }
 
+// names returns the names of d's candidates, best first.
+func names(d *Decision) []string {
+	var out []string
+	for _, c := range d.Ranked {
+		out = append(out, c.Pool.Name)
+	}
+	return out
+}
+
 func raises(want any) (string, bool) {
 	s, ok := want.(string)
 	return strings.TrimPrefix(s, "raises "), ok
@@ -116,6 +126,7 @@ func TestCinderGolden(t *testing.T) {
 		}
 	}
 
+	walks := 0 // place cases Rank walked instead of ranking in full
 	for i, tc := range c.Place {
 		s, err := New(Config{Weighers: tc.Weighers, Multipliers: tc.Multipliers, AutoOverSubscription: tc.Auto})
 		if err != nil {
@@ -127,7 +138,24 @@ func TestCinderGolden(t *testing.T) {
 		}
 		r := &Request{ID: fmt.Sprint(i), SizeGB: tc.Size, Zone: tc.Zone, Type: &basalt.VolumeType{ExtraSpecs: tc.Specs}}
 		d := s.Place(r, pools)
+		// The same through Rank on a prepared set: with one weigher it walks the set's order
+		// and must yield Cinder's ranking as well (the weights only when it ranks in full).
+		k := s.Rank(r, s.Prepare(pools))
+		var walked []string
+		for {
+			c, ok := k.Next(0)
+			if !ok {
+				break
+			}
+			walked = append(walked, c.Pool.Name)
+		}
+		if !k.Full() {
+			walks++
+		}
 		if _, ok := raises(tc.Want); ok {
+			if want := names(d); !slices.Equal(walked, want) {
+				t.Errorf("place case %d: Rank() yielded %v, Place() ranked %v", i, walked, want)
+			}
 			for _, c := range d.Ranked {
 				if w := c.Weights["CapacityWeigher"]; w != 0 {
 					t.Errorf("place case %d: Place() gave %s CapacityWeigher %v; where Cinder raises every pool is infinite and weighs 0", i, c.Pool.Name, w)
@@ -144,12 +172,24 @@ func TestCinderGolden(t *testing.T) {
 			w := w.([]any)
 			wantS = append(wantS, fmt.Sprintf("%s %v", w[0], w[1].(float64)))
 		}
+		var wantNames []string
+		for _, w := range want {
+			wantNames = append(wantNames, w.([]any)[0].(string))
+		}
+		if !slices.Equal(walked, wantNames) {
+			t.Errorf("place case %d: Rank(weighers %v %v) yielded %v, Cinder ranked %v", i, tc.Weighers, tc.Multipliers, walked, wantNames)
+		}
 		if strings.Join(got, "\n") != strings.Join(wantS, "\n") {
 			t.Errorf("place case %d: Place(size %d, specs %v, zone %q, weighers %v %v) ranked\n%s\nCinder\n%s\n%s",
 				i, tc.Size, tc.Specs, tc.Zone, tc.Weighers, tc.Multipliers,
 				strings.Join(got, "\n"), strings.Join(wantS, "\n"), d.Explain())
 		}
 	}
+
+	if walks < len(c.Place)/4 {
+		t.Errorf("Rank walked %d of %d place cases; want the single-weigher ones", walks, len(c.Place))
+	}
+	t.Logf("Rank walked %d of %d place cases", walks, len(c.Place))
 
 	for _, tc := range c.Round {
 		if got := round2(tc[0]); got != tc[1] {

@@ -12,9 +12,10 @@ import (
 // its capacity factors computed for thin and thick requests, its zone interned, and the
 // values other built-ins read extracted, once. The capability values CapabilitiesFilter
 // compares are extracted on first use, one column per capability key over all pools, and
-// kept for every later request that names the same key. A PoolSet is immutable apart from
-// that cache and is safe for concurrent use; the pools given to Prepare must not change while
-// the set or a Decision made from it is in use.
+// kept for every later request that names the same key; likewise the pools in the order of a
+// single weigher's raw values, for Rank's early exit. A PoolSet is immutable apart from those
+// caches and Consume, and is safe for concurrent use; the pools given to Prepare must not
+// change while the set or a Decision or Ranking made from it is in use.
 //
 // Build one per snapshot of the pools (reports change every minute or so) and place any
 // number of requests on it with PlaceSet.
@@ -31,6 +32,9 @@ type PoolSet struct {
 	mu    sync.Mutex                         // serializes column builds
 	cols  atomic.Pointer[map[colKey]*column] // copy on write
 	spare [][]any                            // cleared column buffers to reuse (Place's sets)
+
+	orderState                  // the pools in single weighers' orders, for Rank; see ranking.go
+	byName     map[string]int32 // first pool of each name, for Consume (built by it)
 }
 
 // prep flags what Prepare extracted besides the capacity, for the configured built-ins.
@@ -157,6 +161,8 @@ type colSpec struct {
 func (ps *PoolSet) reset(pools []basalt.Pool, g ratioConfig, need prep, only paths, workers int,
 	cols []colSpec, zoneOK func(zone string) bool) {
 	ps.pools, ps.ratio, ps.has, ps.paths, ps.workers = pools, g, need, only, workers
+	ps.dropOrders()
+	ps.byName = nil
 	ps.info = grow(ps.info, len(pools))
 	clear(ps.info)
 	ps.extra = ps.extra[:0]

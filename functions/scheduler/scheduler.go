@@ -338,6 +338,8 @@ type Scheduler struct {
 	// chunk is the fewest pools worth a goroutine of their own, workers the most
 	// goroutines (0: GOMAXPROCS). Tests change them.
 	chunk, workers int
+	exit           earlyExit // how Rank may exit early
+	spec           orderSpec // the order it walks, with exitOrder (thin set per request)
 }
 
 // New returns a Scheduler for cfg, defaults filled. It returns an error naming every unknown
@@ -373,6 +375,7 @@ func New(cfg Config) (*Scheduler, error) {
 		s.names = append(s.names, name)
 		s.mult = append(s.mult, cfg.Multipliers[name])
 	}
+	s.exit, s.spec = s.earlyExitOf()
 	return s, nil
 }
 
@@ -846,43 +849,54 @@ func merge(dst, x, y []rank) {
 //	block2@lvmdriver-b21#pool: CapacityFilter: 3.34 GiB virtual free < 5 GiB requested
 func (d *Decision) Explain() string {
 	var b strings.Builder
-	for i, c := range d.Ranked {
-		name := "?"
-		if c.Pool != nil {
-			name = c.Pool.Name
-		}
-		fmt.Fprintf(&b, "%s: rank %d, weight %s", name, i+1, weight(c.Weight))
-		names, ws := d.weighers, d.weightsOf(&c)
-		if c.Weights != nil || ws == nil {
-			ws = nil
-			if names == nil || c.Weights == nil {
-				names = slices.Sorted(maps.Keys(c.Weights))
-			}
-		}
-		if len(names) > 0 {
-			b.WriteString(" (")
-			for j, n := range names {
-				if j > 0 {
-					b.WriteString(", ")
-				}
-				w := c.Weights[n]
-				if ws != nil {
-					w = ws[j]
-				}
-				b.WriteString(n + " " + weight(w))
-			}
-			b.WriteString(")")
-		}
-		if math.IsInf(c.Limit, 1) {
-			b.WriteString(", no limit\n")
-		} else {
-			b.WriteString(", limit " + num(c.Limit) + " GiB\n")
-		}
+	for i := range d.Ranked {
+		d.candidateLine(&b, i)
 	}
 	for _, r := range d.Rejections() {
 		fmt.Fprintf(&b, "%s: %s: %s\n", r.Pool, r.Filter, r.Reason)
 	}
 	return b.String()
+}
+
+// candidateLine writes Explain's line of Ranked[i].
+func (d *Decision) candidateLine(b *strings.Builder, i int) {
+	c := &d.Ranked[i]
+	name := "?"
+	if c.Pool != nil {
+		name = c.Pool.Name
+	}
+	fmt.Fprintf(b, "%s: rank %d, weight %s", name, i+1, weight(c.Weight))
+	names, ws := d.weighers, d.weightsOf(c)
+	if c.Weights != nil || ws == nil {
+		ws = nil
+		if names == nil || c.Weights == nil {
+			names = slices.Sorted(maps.Keys(c.Weights))
+		}
+	}
+	if len(names) > 0 {
+		b.WriteString(" (")
+		for j, n := range names {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			w := c.Weights[n]
+			if ws != nil {
+				w = ws[j]
+			}
+			b.WriteString(n + " " + weight(w))
+		}
+		b.WriteString(")")
+	}
+	writeLimit(b, c.Limit)
+}
+
+// writeLimit ends a candidate's line with its limit.
+func writeLimit(b *strings.Builder, limit float64) {
+	if math.IsInf(limit, 1) {
+		b.WriteString(", no limit\n")
+	} else {
+		b.WriteString(", limit " + num(limit) + " GiB\n")
+	}
 }
 
 // weight formats a weight with six significant digits.
