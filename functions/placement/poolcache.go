@@ -149,14 +149,14 @@ func (c *poolCache) load(ctx context.Context, asked time.Time) error {
 	}
 	storeNow := c.st.Now()
 	if c.backends == nil || version != c.version || at.Sub(c.lastFull) > c.fullEvery {
-		all, err := c.st.Backends(ctx)
+		all, err := c.st.Backends(ctx, c.backends)
 		if err != nil {
 			return err
 		}
 		c.backends, c.version, c.lastFull, c.cursor = all, version, at, storeNow.Add(-feedMargin)
 		c.fulls.Add(1)
 	} else {
-		changed, err := c.st.BackendsChanged(ctx, c.cursor)
+		changed, err := c.st.BackendsChanged(ctx, c.cursor, c.backends)
 		if err != nil {
 			return err
 		}

@@ -23,8 +23,10 @@ type FeedBackend struct {
 	Pools    []basalt.Pool // the report's pools (PoolsFromReport), without the ledger's figures
 }
 
-// Backends returns every volume backend that ever heartbeated, with its latest report.
-func (s *Store) Backends(ctx context.Context) (map[string]*FeedBackend, error) {
+// Backends returns every volume backend that ever heartbeated, with its latest report. A report
+// that is what known (may be nil) holds for its backend is not decoded again: its pools are
+// known's.
+func (s *Store) Backends(ctx context.Context, known map[string]*FeedBackend) (map[string]*FeedBackend, error) {
 	svcs, err := s.Services(ctx)
 	if err != nil {
 		return nil, err
@@ -37,14 +39,15 @@ func (s *Store) Backends(ctx context.Context) (map[string]*FeedBackend, error) {
 			hosts = append(hosts, svc.Host)
 		}
 	}
-	return out, s.readReports(ctx, hosts, out)
+	return out, s.readReports(ctx, hosts, out, known)
 }
 
 // BackendsChanged returns what changed at or after since: the heartbeat times of the volume
 // backends that heartbeated, and the reports of those that reported (their entries in
 // beats carry no heartbeat unless one came too). Times are the writers' clocks: callers look
-// back a margin wider than the skew between hosts.
-func (s *Store) BackendsChanged(ctx context.Context, since time.Time) (map[string]*FeedBackend, error) {
+// back a margin wider than the skew between hosts, and a report that is what known (may be nil)
+// holds for its backend is not decoded again.
+func (s *Store) BackendsChanged(ctx context.Context, since time.Time, known map[string]*FeedBackend) (map[string]*FeedBackend, error) {
 	min := strconv.FormatInt(since.UnixMilli(), 10)
 	pipe := s.rdb.Pipeline()
 	beats := pipe.ZRangeByScoreWithScores(ctx, events.BeatsKey, &redis.ZRangeBy{Min: min, Max: "+inf"})
@@ -65,11 +68,12 @@ func (s *Store) BackendsChanged(ctx context.Context, since time.Time) (map[strin
 			out[h] = &FeedBackend{}
 		}
 	}
-	return out, s.readReports(ctx, hosts, out)
+	return out, s.readReports(ctx, hosts, out, known)
 }
 
-// readReports reads the reports of hosts into their entries of into.
-func (s *Store) readReports(ctx context.Context, hosts []string, into map[string]*FeedBackend) error {
+// readReports reads the reports of hosts into their entries of into, decoding only those that
+// differ from known's.
+func (s *Store) readReports(ctx context.Context, hosts []string, into map[string]*FeedBackend, known map[string]*FeedBackend) error {
 	if len(hosts) == 0 {
 		return nil
 	}
@@ -90,6 +94,21 @@ func (s *Store) readReports(ctx context.Context, hosts []string, into map[string
 		}
 		b := into[hosts[i]]
 		b.Report = str
+		if k := known[hosts[i]]; k != nil {
+			if k.Report == str {
+				b.Pools = k.Pools // unchanged since the caller read it: no decode
+				continue
+			}
+			if at, ok := sameButTimestamp(k.Report, str); ok {
+				// Reported again, the same but for its time: the known pools, at the new time.
+				b.Pools = make([]basalt.Pool, len(k.Pools))
+				for j, p := range k.Pools {
+					p.UpdatedAt = at
+					b.Pools[j] = p
+				}
+				continue
+			}
+		}
 		var rep events.CapabilityReport
 		if err := json.Unmarshal([]byte(str), &rep); err != nil {
 			return fmt.Errorf("decode capabilities of %s: %w", hosts[i], err)
@@ -97,6 +116,25 @@ func (s *Store) readReports(ctx context.Context, hosts []string, into map[string
 		b.Pools = PoolsFromReport(rep)
 	}
 	return nil
+}
+
+// sameButTimestamp reports whether two raw capability reports differ at most in their
+// timestamp, and returns b's. The report's own "timestamp" is the first one: Go writes the
+// struct's fields in order, and the text cannot occur in a JSON string, where its quotes are
+// escaped.
+func sameButTimestamp(a, b string) (time.Time, bool) {
+	const field = `"timestamp":"`
+	ia, ib := strings.Index(a, field), strings.Index(b, field)
+	if ia < 0 || ia != ib || a[:ia] != b[:ib] {
+		return time.Time{}, false
+	}
+	ea := strings.IndexByte(a[ia+len(field):], '"')
+	eb := strings.IndexByte(b[ib+len(field):], '"')
+	if ea < 0 || eb < 0 || a[ia+len(field)+ea:] != b[ib+len(field)+eb:] {
+		return time.Time{}, false
+	}
+	at, err := time.Parse(time.RFC3339Nano, b[ib+len(field):ib+len(field)+eb])
+	return at, err == nil
 }
 
 // WithLedger returns copies of pools whose allocated_capacity_gb is the capacity ledger's

@@ -275,7 +275,7 @@ func runAgentsUntilReported(t *testing.T, rs *redistest.Server, cfgs []agents.Co
 	st := store.New(rs.Client(), nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		seen, err := st.Backends(ctx)
+		seen, err := st.Backends(ctx, nil)
 		n := 0
 		for _, name := range names {
 			if b := seen[name]; b != nil && b.Report != "" && !b.Beat.IsZero() {

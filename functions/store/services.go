@@ -129,7 +129,7 @@ func (s *Store) poolsOf(ctx context.Context, backends []*basalt.Service) ([]basa
 		hosts[i] = b.Host
 		feed[b.Host] = &FeedBackend{}
 	}
-	if err := s.readReports(ctx, hosts, feed); err != nil {
+	if err := s.readReports(ctx, hosts, feed, nil); err != nil {
 		return nil, err
 	}
 	var pools []basalt.Pool
