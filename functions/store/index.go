@@ -61,6 +61,15 @@ const (
 
 var volumeIndexFields = []string{ixStatus, ixName, ixZone, ixSize, ixUpdated, ixBootable, ixMetadata, ixID}
 
+// statusSorts are the sort keys that have a composite index with status (`status+<key>`:
+// member status ‖ value ‖ created ‖ id), so that a listing filtered on status and sorted on
+// another key walks one index in order: Cinder's most common listing, "my volumes in error, by
+// size", costs what an unfiltered page does.
+var statusSorts = []string{ixName, ixZone, ixSize, ixUpdated, ixID}
+
+// statusComposite names the composite index of status with sort key field.
+func statusComposite(field string) string { return ixStatus + "+" + field }
+
 // VolumeSortKeys are the sort keys ListVolumes answers from an index.
 var VolumeSortKeys = []string{ixCreated, ixUpdated, ixID, ixName, ixSize, ixStatus, ixZone}
 
@@ -68,7 +77,7 @@ var VolumeSortKeys = []string{ixCreated, ixUpdated, ixID, ixName, ixSize, ixStat
 // of the entries' layout must bump it (and drop the old entries), so that ReindexVolumes runs
 // again.
 const (
-	volumeIndexVersion    = "1"
+	volumeIndexVersion    = "2" // 2: the composite status indexes
 	volumeIndexVersionKey = p + "vols:index-version"
 )
 
@@ -226,6 +235,10 @@ func volumeIndexEntries(v *basalt.Volume) []ixEntry {
 			for _, val := range indexValues(f, v) {
 				out = append(out, ixEntry{key, val + tail})
 			}
+		}
+		status := indexValues(ixStatus, v)[0]
+		for _, f := range statusSorts {
+			out = append(out, ixEntry{scope(statusComposite(f)), status + indexValues(f, v)[0] + tail})
 		}
 	}
 	return out
@@ -617,6 +630,9 @@ type volSource struct {
 	prefix string // the value of an equality condition; "" for a whole index
 	count  int64
 	eq     int // index of its condition in VolumeQuery.Eq, -1 for the sort's index
+	// composite: the index is statusComposite(field), whose members are prefix ‖ the field's
+	// value ‖ created ‖ id: the condition's volumes in field's order.
+	composite bool
 }
 
 func (src volSource) lexRange() (lo, hi string) {
@@ -636,6 +652,10 @@ func (src volSource) lexRange() (lo, hi string) {
 
 // tail returns created ‖ id of a member of src.
 func (src volSource) tail(member string) string {
+	if src.composite {
+		rest := member[len(src.prefix):]
+		return rest[valueLen(src.field, rest):]
+	}
 	if src.prefix != "" {
 		return member[len(src.prefix):]
 	}
@@ -761,6 +781,14 @@ func (s *Store) ListVolumes(ctx context.Context, q VolumeQuery) (VolumeList, err
 			}
 		} else if whole == nil || src.count < whole.count {
 			whole = &sources[i]
+		}
+		if src.field == ixStatus && slices.Contains(statusSorts, field) {
+			// The status condition's volumes in the sort's order: its composite index.
+			comp := volSource{key: q.indexKey(statusComposite(field)), field: field, prefix: src.prefix,
+				count: src.count, eq: src.eq, composite: true}
+			if comp.count < walk.count {
+				walk = comp
+			}
 		}
 	}
 	// Both check the other conditions on the index and read records for candidates only: the
@@ -1067,6 +1095,8 @@ func (s *Store) walk(ctx context.Context, src volSource, sources []volSource, q 
 			default:
 				c.rank += rank + 1
 			}
+		case src.composite:
+			c.after = src.prefix + sortMember(field, marker)
 		case src.prefix != "":
 			c.after = src.prefix + indexTail(marker)
 		default:
