@@ -554,6 +554,37 @@ func TestListAcrossUnevenPartitions(t *testing.T) {
 				len(g), g, len(w), w)
 		}
 	}
+	// The unfiltered listing of the API (VolumePage: newest first), paged with markers and an
+	// offset, sees every volume once, in order.
+	newest := slices.Clone(all)
+	slices.SortFunc(newest, func(a, b *basalt.Volume) int {
+		return -strings.Compare(store.SortMemberForTest("", a), store.SortMemberForTest("", b))
+	})
+	for _, c := range []struct{ offset, limit int }{{0, 100}, {0, 7}, {3, 50}} {
+		var got []string
+		marker := ""
+		for range 100 {
+			page, err := st.VolumePage(ctx, "", marker, c.offset, c.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			got = append(got, ids(page)...)
+			marker = page[len(page)-1].ID
+		}
+		var want []string
+		for i, pos := 0, c.offset; pos < len(newest); i++ {
+			end := min(pos+c.limit, len(newest))
+			want = append(want, ids(newest[pos:end])...)
+			pos = end + c.offset
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("VolumePage of every project, offset %d limit %d, paged:\n got %d %v\nwant %d %v", c.offset, c.limit,
+				len(got), got, len(want), want)
+		}
+	}
 }
 
 // TestStatusSortedPages pages through "status=X sorted by another key" with markers, which the

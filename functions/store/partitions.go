@@ -104,8 +104,9 @@ func sortDesc(zs []redis.Z) {
 
 // revPageAcross returns members skip+1 to skip+n of the merge of every partition's sorted set
 // keyOf(n), highest score first, after the member after (with its score) when after is not
-// nil: the page of an administrator's listing, reading at most skip+n members of each
-// partition.
+// nil: the page of an administrator's listing. Each partition is first asked for about twice
+// its share of the skip+n members wanted, and only a partition that could hold more of them is
+// asked again, for all of them.
 func revPageAcross(ctx context.Context, rdb redis.UniversalClient, keyOf func(n int) string, after *redis.Z, skip, n int) ([]string, error) {
 	max := "+inf"
 	if after != nil {
@@ -114,25 +115,63 @@ func revPageAcross(ctx context.Context, rdb redis.UniversalClient, keyOf func(n 
 	// Members tied with the marker's score come first in each partition and are dropped below:
 	// read that many more (ties are rare: scores are microseconds).
 	const tieRoom = 16
-	pipe := rdb.Pipeline()
-	cmds := make([]*redis.ZSliceCmd, events.Shards)
-	for p := range cmds {
-		cmds[p] = pipe.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: keyOf(p), Start: max, Stop: "-inf",
-			ByScore: true, Rev: true, Count: int64(skip + n + tieRoom)})
+	need := skip + n
+	asked := make([]int, events.Shards)
+	for p := range asked {
+		asked[p] = min(need, 2*need/events.Shards+8) + tieRoom
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+	got := make([][]redis.Z, events.Shards)
+	full := make([]bool, events.Shards)
+	todo := make([]bool, events.Shards)
+	for p := range todo {
+		todo[p] = true
 	}
 	var all []redis.Z
-	for _, c := range cmds {
-		for _, z := range c.Val() {
-			if after != nil && z.Score == after.Score && z.Member.(string) >= after.Member.(string) {
-				continue // the marker, or before it
+	for {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.ZSliceCmd, events.Shards)
+		for p := range cmds {
+			if todo[p] {
+				cmds[p] = pipe.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: keyOf(p), Start: max, Stop: "-inf",
+					ByScore: true, Rev: true, Count: int64(asked[p])})
 			}
-			all = append(all, z)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		for p, c := range cmds {
+			if c == nil {
+				continue
+			}
+			full[p] = len(c.Val()) == asked[p]
+			got[p] = got[p][:0]
+			for _, z := range c.Val() {
+				if after != nil && z.Score == after.Score && z.Member.(string) >= after.Member.(string) {
+					continue // the marker, or before it
+				}
+				got[p] = append(got[p], z)
+			}
+		}
+		all = all[:0]
+		for _, zs := range got {
+			all = append(all, zs...)
+		}
+		sortDesc(all)
+		again := false
+		for p := range todo {
+			todo[p] = false
+			if !full[p] || asked[p] >= need+tieRoom {
+				continue // it gave all it has, or all that can be wanted of it
+			}
+			last := got[p]
+			if len(all) < need || len(last) == 0 || zBefore(last[len(last)-1], all[need-1]) {
+				todo[p], asked[p], again = true, need+tieRoom, true
+			}
+		}
+		if !again {
+			break
 		}
 	}
-	sortDesc(all)
 	all = all[min(skip, len(all)):]
 	all = all[:min(n, len(all))]
 	out := make([]string, len(all))
@@ -140,6 +179,14 @@ func revPageAcross(ctx context.Context, rdb redis.UniversalClient, keyOf func(n 
 		out[i] = z.Member.(string)
 	}
 	return out, nil
+}
+
+// zBefore reports whether a comes before b in sortDesc's order.
+func zBefore(a, b redis.Z) bool {
+	if a.Score != b.Score {
+		return a.Score > b.Score
+	}
+	return a.Member.(string) > b.Member.(string)
 }
 
 // scanKeys returns the keys matching pattern, on every master of a Cluster.
