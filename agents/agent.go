@@ -423,7 +423,9 @@ func streamIDLess(a, b string) bool {
 }
 
 // legacyJournalKey is where agents kept b's journal before the keys were laid out by slot.
-func legacyJournalKey(backend string) string { return events.KeyPrefix + "agent:" + backend + ":inflight" }
+func legacyJournalKey(backend string) string {
+	return events.KeyPrefix + "agent:" + backend + ":inflight"
+}
 
 // adoptLegacyJournal moves what an older agent left in b's journal of the old key layout into
 // its journal (entries there already win), then drops the old one: an agent upgraded before the

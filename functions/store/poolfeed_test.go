@@ -26,7 +26,7 @@ func TestFeedDecodesOnlyChangedReports(t *testing.T) {
 		}
 		if err := pres.Report(ctx, events.CapabilityReport{Backend: backend, Zone: "nova",
 			Capabilities: basalt.Capabilities{"volume_backend_name": "b"},
-			Pools: []basalt.Capabilities{{"pool_name": "p", "total_capacity_gb": 100.0, "free_capacity_gb": free}}}); err != nil {
+			Pools:        []basalt.Capabilities{{"pool_name": "p", "total_capacity_gb": 100.0, "free_capacity_gb": free}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
