@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/basalt
 
-.PHONY: run build test test-short bench openapi lint clean
+.PHONY: run build test test-short bench fuzz openapi lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/basalt
@@ -27,6 +27,20 @@ bench:
 	$(GO) run ./local/bench
 	$(GO) test -run '^$$' -bench SnapshotClone -benchtime 5x ./drivers/file/
 	$(GO) test -run '^$$' -bench List -benchtime 100x -timeout 60m ./functions/store/ -args -list.sizes=$(LIST_SIZES)
+
+## fuzz: each fuzz target for FUZZTIME (default 60s), one after the other; the corpora (and any
+## crasher, a regression test from then on in `make test`) are under each package's testdata/fuzz
+FUZZTIME ?= 60s
+FUZZ_TARGETS := \
+	FuzzRequests:./functions/api/ FuzzNegotiate:./functions/api/ FuzzListOptions:./functions/api/ \
+	FuzzListFilters:./functions/control/ FuzzSortKeys:./functions/control/ FuzzParseDictLiteral:./functions/control/ \
+	FuzzCapabilities:./functions/scheduler/ FuzzPyFloat:./functions/scheduler/ \
+	FuzzPoolsFromReport:./functions/store/
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($${t#*:}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}\$$" -fuzztime $(FUZZTIME) $${t#*:}; \
+	done
 
 ## openapi: write openapi/openapi.yaml from the code
 openapi:
