@@ -404,3 +404,42 @@ func TestReadonlyAndBootableFlags(t *testing.T) {
 		t.Errorf("metadata after os-update_readonly_flag = %v, want readonly True", md)
 	}
 }
+
+// TestStoredInputLimits: control characters in what a request stores and metadata over the cap
+// (128 items by default, counted on the merged result) are 400 badRequest faults naming the
+// field or the cap, and the metadata stays as it was.
+func TestStoredInputLimits(t *testing.T) {
+	srv, _ := newServer(t)
+	for _, c := range []struct{ token, path, body, msg string }{
+		{"alice:p1", "/v3/volumes", `{"volume":{"size":1,"name":"a\u0000b"}}`, "Invalid input for field/attribute name. It must not contain control characters (U+0000 found)."},
+		{"alice:p1", "/v3/volumes", `{"volume":{"size":1,"description":"bell\u0007"}}`, "Invalid input for field/attribute description. It must not contain control characters (U+0007 found)."},
+		{"alice:p1", "/v3/volumes", `{"volume":{"size":1,"metadata":{"k":"\u001b[0m"}}}`, `Invalid input for field/attribute metadata. Value for key "k" must not contain control characters (U+001B found).`},
+		{"admin:admin", "/v3/types", `{"volume_type":{"name":"gold","extra_specs":{"k":"\u007f"}}}`, `Invalid input for field/attribute extra_specs. Value of "k" must not contain control characters (U+007F found).`},
+	} {
+		r := do(t, srv, c.token, "POST", c.path, c.body)
+		if name, msg := fault(r); r.status != 400 || name != "badRequest" || msg != c.msg {
+			t.Errorf("POST %s %s = %d %s %q, want 400 badRequest %q", c.path, c.body, r.status, name, msg, c.msg)
+		}
+	}
+	r := do(t, srv, "alice:p1", "POST", "/v3/volumes", `{"volume":{"size":1,"metadata":{"a":"1","b":"2"}}}`)
+	if r.status != 202 {
+		t.Fatalf("create volume = %d %s", r.status, r.raw)
+	}
+	id := r.body["volume"].(map[string]any)["id"].(string)
+	md := map[string]string{}
+	for i := range 126 {
+		md[strings.Repeat("k", i+1)] = "v"
+	}
+	body, _ := json.Marshal(map[string]any{"metadata": md})
+	if r := do(t, srv, "alice:p1", "POST", "/v3/volumes/"+id+"/metadata", string(body)); r.status != 200 {
+		t.Fatalf("merge up to 128 items = %d %s", r.status, r.raw)
+	}
+	r = do(t, srv, "alice:p1", "POST", "/v3/volumes/"+id+"/metadata", `{"metadata":{"one":"more"}}`)
+	if name, msg := fault(r); r.status != 400 || name != "badRequest" || msg != "Invalid input received: metadata would have 129 items, more than the 128 allowed." {
+		t.Errorf("merge a 129th item = %d %s %q, want 400 badRequest naming the cap", r.status, name, msg)
+	}
+	r = do(t, srv, "alice:p1", "GET", "/v3/volumes/"+id+"/metadata", "")
+	if got := r.body["metadata"].(map[string]any); len(got) != 128 || got["one"] != nil {
+		t.Errorf("metadata after the refused merge has %d items (one=%v), want the 128", len(got), got["one"])
+	}
+}

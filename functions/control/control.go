@@ -64,6 +64,11 @@ type Config struct {
 	// IdempotencyTTL is how long the response to a request with an Idempotency-Key is kept for
 	// retries. Default 24h.
 	IdempotencyTTL time.Duration
+	// MaxMetadataItems caps the metadata items of a volume or a snapshot, counted on what a
+	// create, a replace or a merge would store. Default 128.
+	MaxMetadataItems int
+	// MaxExtraSpecs caps the extra specs of a volume type, counted likewise. Default 128.
+	MaxExtraSpecs int
 	// QuotaDefaults are the default quota limits by resource (volumes, snapshots, gigabytes,
 	// backups, backup_gigabytes, groups, per_volume_gigabytes; -1 = unlimited). Resources
 	// missing here take Cinder's defaults (store.DefaultQuotaLimits).
@@ -88,6 +93,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.MaxMetadataItems == 0 {
+		c.MaxMetadataItems = 128
+	}
+	if c.MaxExtraSpecs == 0 {
+		c.MaxExtraSpecs = 128
 	}
 	defaults := store.DefaultQuotaLimits()
 	for k, v := range c.QuotaDefaults {

@@ -367,7 +367,7 @@ func (p *Plane) ManageVolume(ctx context.Context, req VolumeManage) (*basalt.Vol
 			return nil, err
 		}
 	}
-	if err := ValidateMetadata(req.Metadata); err != nil {
+	if err := p.validateMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
 	vt, err := p.ResolveType(ctx, req.VolumeType)

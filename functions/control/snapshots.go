@@ -34,7 +34,7 @@ func (p *Plane) CreateSnapshot(ctx context.Context, req SnapshotCreate) (*basalt
 	if err := validateName("description", req.Description); err != nil {
 		return nil, err
 	}
-	if err := ValidateMetadata(req.Metadata); err != nil {
+	if err := p.validateMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
 	vol, err := p.Volume(ctx, req.VolumeID)
@@ -288,14 +288,18 @@ func (p *Plane) SnapshotMetadata(ctx context.Context, id string) (map[string]str
 // SetSnapshotMetadata merges md into snapshot id's metadata, or replaces it when replace is
 // set, and returns the result.
 func (p *Plane) SetSnapshotMetadata(ctx context.Context, id string, md map[string]string, replace bool) (map[string]string, error) {
-	if err := ValidateMetadata(md); err != nil {
+	if err := p.validateMetadata(md); err != nil {
 		return nil, err
 	}
 	if _, err := p.Snapshot(ctx, id); err != nil {
 		return nil, err
 	}
 	sn, err := p.store.UpdateSnapshot(ctx, id, func(sn *basalt.Snapshot) error {
-		sn.Metadata = mergeMetadata(sn.Metadata, md, replace)
+		merged := mergeMetadata(sn.Metadata, md, replace)
+		if err := p.checkMetadataCount(len(merged)); err != nil {
+			return err
+		}
+		sn.Metadata = merged
 		return nil
 	}, nil)
 	if err != nil {

@@ -137,13 +137,25 @@ func (p *Plane) Type(ctx context.Context, id string) (*basalt.VolumeType, error)
 	return t, nil
 }
 
-func validateExtraSpecs(specs map[string]string) error {
+// validateExtraSpecs checks a type's extra specs as they would be stored: keys of 1 to 255
+// characters, values of at most 255, neither with control characters or invalid UTF-8, and at
+// most Config.MaxExtraSpecs of them.
+func (p *Plane) validateExtraSpecs(specs map[string]string) error {
+	if len(specs) > p.cfg.MaxExtraSpecs {
+		return invalid("Invalid input received: extra_specs would have %d items, more than the %d allowed.", len(specs), p.cfg.MaxExtraSpecs)
+	}
 	for k, v := range specs {
 		if k == "" || len(k) > 255 {
 			return invalid("Invalid input for field/attribute extra_specs. Key %q must be 1 to 255 characters.", k)
 		}
+		if why := badText(k); why != "" {
+			return invalid("Invalid input for field/attribute extra_specs. Key %q %s.", k, why)
+		}
 		if len(v) > 255 {
 			return invalid("Invalid input for field/attribute extra_specs. Value of %q is longer than 255 characters.", k)
+		}
+		if why := badText(v); why != "" {
+			return invalid("Invalid input for field/attribute extra_specs. Value of %q %s.", k, why)
 		}
 	}
 	if isTrue(specs["multiattach"]) && isTrue(specs["cacheable"]) {
@@ -161,10 +173,13 @@ func (p *Plane) CreateType(ctx context.Context, req TypeCreate) (*basalt.VolumeT
 	if req.Name == "" || len(req.Name) > 255 {
 		return nil, invalid("Invalid input for field/attribute name. Value: %q. It must be 1 to 255 characters.", req.Name)
 	}
+	if why := badText(req.Name); why != "" {
+		return nil, invalid("Invalid input for field/attribute name. Value: %q. It %s.", req.Name, why)
+	}
 	if err := validateName("description", req.Description); err != nil {
 		return nil, err
 	}
-	if err := validateExtraSpecs(req.ExtraSpecs); err != nil {
+	if err := p.validateExtraSpecs(req.ExtraSpecs); err != nil {
 		return nil, err
 	}
 	if _, err := p.DefaultType(ctx); err != nil {
@@ -202,7 +217,13 @@ func (p *Plane) UpdateType(ctx context.Context, id string, u TypeUpdate) (*basal
 		if n == "" || len(n) > 255 {
 			return nil, invalid("Invalid input for field/attribute name. Value: %q. It must be 1 to 255 characters.", *u.Name)
 		}
+		if why := badText(n); why != "" {
+			return nil, invalid("Invalid input for field/attribute name. Value: %q. It %s.", n, why)
+		}
 		u.Name = &n
+	}
+	if err := validateName("description", u.Description); err != nil {
+		return nil, err
 	}
 	t, err := p.store.UpdateType(ctx, id, func(t *basalt.VolumeType) error {
 		if u.Name != nil {
@@ -271,7 +292,7 @@ func (p *Plane) SetExtraSpecs(ctx context.Context, id string, specs map[string]s
 	if len(specs) == 0 {
 		return nil, invalid("Invalid input for field/attribute extra_specs. It must name at least one key.")
 	}
-	if err := validateExtraSpecs(specs); err != nil {
+	if err := p.validateExtraSpecs(specs); err != nil {
 		return nil, err
 	}
 	return specs, p.changeSpecs(ctx, id, func(t *basalt.VolumeType) error {
@@ -282,7 +303,7 @@ func (p *Plane) SetExtraSpecs(ctx context.Context, id string, specs map[string]s
 		for k, v := range specs {
 			merged[k] = v
 		}
-		if err := validateExtraSpecs(merged); err != nil {
+		if err := p.validateExtraSpecs(merged); err != nil {
 			return err
 		}
 		t.ExtraSpecs = merged

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/basalt-storage/basalt"
 	"github.com/basalt-storage/basalt/events"
@@ -34,22 +35,76 @@ type VolumeCreate struct {
 
 var metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9-_:. /]{1,255}$`)
 
-// ValidateMetadata checks keys and values as Cinder does.
+// ValidateMetadata checks each key and value as Cinder does, and refuses control characters
+// and invalid UTF-8 in values (the key pattern already excludes them). The number of items is
+// checked by the Plane against Config.MaxMetadataItems.
 func ValidateMetadata(md map[string]string) error {
 	for k, v := range md {
 		if !metadataKeyRE.MatchString(k) {
-			return invalid("Invalid input for field/attribute metadata. Value: %s. Key %q must be 1 to 255 characters of letters, digits and -_:. /", k, k)
+			return invalid("Invalid input for field/attribute metadata. Value: %q. Key %q must be 1 to 255 characters of letters, digits and -_:. /", k, k)
 		}
 		if len(v) > 255 {
 			return invalid("Invalid input for field/attribute metadata. Value for key %q is longer than 255 characters.", k)
+		}
+		if why := badText(v); why != "" {
+			return invalid("Invalid input for field/attribute metadata. Value for key %q %s.", k, why)
 		}
 	}
 	return nil
 }
 
+// validateMetadata is ValidateMetadata plus the cap on the number of items, for metadata that
+// is stored as given (a create, a replace).
+func (p *Plane) validateMetadata(md map[string]string) error {
+	if err := ValidateMetadata(md); err != nil {
+		return err
+	}
+	return p.checkMetadataCount(len(md))
+}
+
+// checkMetadataCount refuses metadata of n items when n is over Config.MaxMetadataItems. A
+// merge checks the merged result.
+func (p *Plane) checkMetadataCount(n int) error {
+	if n > p.cfg.MaxMetadataItems {
+		return invalid("Invalid input received: metadata would have %d items, more than the %d allowed.", n, p.cfg.MaxMetadataItems)
+	}
+	return nil
+}
+
+// badText says why s may not be stored as a name, a description, a metadata value or an extra
+// spec ("" when it may): control characters (U+0000 to U+001F, U+007F) and invalid UTF-8.
+func badText(s string) string {
+	if !utf8.ValidString(s) {
+		return "must be valid UTF-8"
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Sprintf("must not contain control characters (%U found)", r)
+		}
+	}
+	return ""
+}
+
+// validateName checks a name or description: at most 255 characters, no control characters
+// (a description may hold tabs and line breaks, as Cinder's clients write multi-line ones).
 func validateName(field string, s *string) error {
-	if s != nil && len(*s) > 255 {
+	if s == nil {
+		return nil
+	}
+	if len(*s) > 255 {
 		return invalid("Invalid input for field/attribute %s. Value is longer than 255 characters.", field)
+	}
+	text := *s
+	if field == "description" && utf8.ValidString(text) {
+		text = strings.Map(func(r rune) rune {
+			if r == '\t' || r == '\n' || r == '\r' {
+				return ' '
+			}
+			return r
+		}, text)
+	}
+	if why := badText(text); why != "" {
+		return invalid("Invalid input for field/attribute %s. It %s.", field, why)
 	}
 	return nil
 }
@@ -150,7 +205,7 @@ func (p *Plane) CreateVolume(ctx context.Context, req VolumeCreate) (*basalt.Vol
 	if err := validateName("description", req.Description); err != nil {
 		return nil, err
 	}
-	if err := ValidateMetadata(req.Metadata); err != nil {
+	if err := p.validateMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
 	vt, err := p.ResolveType(ctx, req.VolumeType)
@@ -724,7 +779,7 @@ func (p *Plane) UpdateVolume(ctx context.Context, id string, u VolumeUpdate) (*b
 	if err := validateName("description", u.Description); err != nil {
 		return nil, err
 	}
-	if err := ValidateMetadata(u.Metadata); err != nil {
+	if err := p.validateMetadata(u.Metadata); err != nil {
 		return nil, err
 	}
 	v, err := p.store.UpdateVolume(ctx, id, func(v *basalt.Volume) error {
@@ -1009,7 +1064,7 @@ func (p *Plane) VolumeMetadata(ctx context.Context, id string) (map[string]strin
 
 // SetVolumeMetadata merges md into volume id's metadata (replace: replaces it) and returns it.
 func (p *Plane) SetVolumeMetadata(ctx context.Context, id string, md map[string]string, replace bool) (map[string]string, error) {
-	if err := ValidateMetadata(md); err != nil {
+	if err := p.validateMetadata(md); err != nil {
 		return nil, err
 	}
 	var out map[string]string
@@ -1017,7 +1072,11 @@ func (p *Plane) SetVolumeMetadata(ctx context.Context, id string, md map[string]
 		if v.Status == basalt.StatusMaintenance {
 			return invalid("Invalid volume: Volume %s is in maintenance.", id)
 		}
-		v.Metadata = mergeMetadata(v.Metadata, md, replace)
+		merged := mergeMetadata(v.Metadata, md, replace)
+		if err := p.checkMetadataCount(len(merged)); err != nil {
+			return err
+		}
+		v.Metadata = merged
 		out = v.Metadata
 		return nil
 	})

@@ -67,6 +67,10 @@ type Config struct {
 	// IdempotencyTTL is how long responses to requests with an Idempotency-Key are kept
 	// (default 24h).
 	IdempotencyTTL time.Duration
+	// MaxMetadataItems caps the metadata items of a volume or snapshot (default 128).
+	MaxMetadataItems int
+	// MaxExtraSpecs caps the extra specs of a volume type (default 128).
+	MaxExtraSpecs int
 	// QuotaDefaults are default quota limits by resource, from BASALT_QUOTA_*; resources not
 	// set take Cinder's defaults.
 	QuotaDefaults map[string]int
@@ -112,6 +116,8 @@ func FromEnv() (Config, error) {
 	num("BASALT_MAX_VOLUME_SIZE_GB", &c.MaxVolumeSizeGB)
 	num("BASALT_CONSUMERS", &c.Consumers)
 	dur("BASALT_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
+	num("BASALT_MAX_METADATA_ITEMS", &c.MaxMetadataItems)
+	num("BASALT_MAX_EXTRA_SPECS", &c.MaxExtraSpecs)
 	for _, res := range store.QuotaResources() {
 		name := "BASALT_QUOTA_" + strings.ToUpper(res)
 		if v := os.Getenv(name); v != "" {
@@ -215,7 +221,7 @@ func (c Config) Bus(opts *events.RedisOptions, logger *slog.Logger) (*events.Bus
 func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) *control.Plane {
 	return control.New(control.Config{ServiceDownTime: c.ServiceDownTime, OpTimeout: c.OpTimeout, CallTimeout: c.CallTimeout,
 		MaxVolumeSizeGB: c.MaxVolumeSizeGB, DefaultZone: c.DefaultZone, IdempotencyTTL: c.IdempotencyTTL,
-		QuotaDefaults: c.QuotaDefaults}, st, bus, logger)
+		MaxMetadataItems: c.MaxMetadataItems, MaxExtraSpecs: c.MaxExtraSpecs, QuotaDefaults: c.QuotaDefaults}, st, bus, logger)
 }
 
 // RunAPI serves the API on c.Listen until ctx ends. ready, if non-nil, receives the bound

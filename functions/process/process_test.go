@@ -67,3 +67,21 @@ func TestRedisOptionsTimeouts(t *testing.T) {
 		t.Errorf("FromEnv() with BASALT_REDIS_TIMEOUT=soon = nil error, want one")
 	}
 }
+
+// TestMetadataCapsFromEnv: BASALT_MAX_METADATA_ITEMS and BASALT_MAX_EXTRA_SPECS reach the
+// control plane; a value that is not a positive integer is an error.
+func TestMetadataCapsFromEnv(t *testing.T) {
+	t.Setenv("BASALT_MAX_METADATA_ITEMS", "7")
+	t.Setenv("BASALT_MAX_EXTRA_SPECS", "9")
+	c, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc := c.NewPlane(nil, nil, nil).Config(); pc.MaxMetadataItems != 7 || pc.MaxExtraSpecs != 9 {
+		t.Errorf("plane caps = %d, %d; want 7, 9 from the environment", pc.MaxMetadataItems, pc.MaxExtraSpecs)
+	}
+	t.Setenv("BASALT_MAX_METADATA_ITEMS", "0")
+	if _, err := FromEnv(); err == nil {
+		t.Errorf("FromEnv() with BASALT_MAX_METADATA_ITEMS=0 = nil error, want one")
+	}
+}
