@@ -76,12 +76,16 @@ type Server struct {
 	api     huma.API
 	mux     *http.ServeMux
 	handler http.Handler
+	audit   *auditLog // nil: no audit log
 }
 
 // New assembles the API over plane.
-func New(plane *control.Plane, logger *slog.Logger) *Server {
+func New(plane *control.Plane, logger *slog.Logger, opts ...Option) *Server {
 	useCinderFaults()
 	s := &Server{plane: plane, logger: logger, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(s)
+	}
 	cfg := huma.DefaultConfig("Basalt Block Storage API", "3")
 	cfg.Info.Description = "The OpenStack Block Storage (Cinder) v3 API, as served by Basalt. " +
 		"Every /v3/ path is also served with a project segment: /v3/{project_id}/..."
@@ -213,6 +217,19 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			r.URL.RawPath = ""
 		}
 		ctx := control.WithCaller(context.WithValue(r.Context(), infoKey{}, ri), caller)
+		if s.audit != nil && audited(r.Method, caller) {
+			entry := AuditRecord{Time: start.UTC(), RequestID: rid, User: caller.UserID, Project: caller.ProjectID,
+				Admin: caller.Admin, Method: r.Method, Path: r.URL.Path, Resource: auditResource(r.URL.Path),
+				Action: peekAction(r)}
+			defer func() {
+				entry.Status = rec.status
+				if entry.Status == 0 {
+					entry.Status = http.StatusOK
+				}
+				entry.Outcome = outcome(entry.Status)
+				s.audit.write(entry)
+			}()
+		}
 		next.ServeHTTP(rec, r.WithContext(ctx))
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -71,6 +72,10 @@ type Config struct {
 	MaxMetadataItems int
 	// MaxExtraSpecs caps the extra specs of a volume type (default 128).
 	MaxExtraSpecs int
+	// AuditLog is where the api writes its audit log, one JSON line per mutating or
+	// administrator's request: "" or "-" for standard error, "off" for none, else a file
+	// appended to (BASALT_AUDIT_LOG).
+	AuditLog string
 	// QuotaDefaults are default quota limits by resource, from BASALT_QUOTA_*; resources not
 	// set take Cinder's defaults.
 	QuotaDefaults map[string]int
@@ -118,6 +123,7 @@ func FromEnv() (Config, error) {
 	dur("BASALT_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
 	num("BASALT_MAX_METADATA_ITEMS", &c.MaxMetadataItems)
 	num("BASALT_MAX_EXTRA_SPECS", &c.MaxExtraSpecs)
+	c.AuditLog = os.Getenv("BASALT_AUDIT_LOG")
 	for _, res := range store.QuotaResources() {
 		name := "BASALT_QUOTA_" + strings.ToUpper(res)
 		if v := os.Getenv(name); v != "" {
@@ -255,7 +261,12 @@ func RunAPI(ctx context.Context, c Config, opts *events.RedisOptions, logger *sl
 	// A client gets ReadTimeout to send its request: one that stalls in its headers or body is
 	// disconnected. Once the body is read, a handler may run longer (a synchronous call waits
 	// up to CallTimeout): net/http clears the read deadline then.
-	srv := &http.Server{Handler: api.New(plane, logger), ReadHeaderTimeout: min(10*time.Second, c.ReadTimeout),
+	audit, closeAudit, err := c.openAudit()
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	srv := &http.Server{Handler: api.New(plane, logger, api.WithAudit(audit)), ReadHeaderTimeout: min(10*time.Second, c.ReadTimeout),
 		ReadTimeout: c.ReadTimeout, IdleTimeout: 2 * time.Minute}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
@@ -279,6 +290,21 @@ func RunAPI(ctx context.Context, c Config, opts *events.RedisOptions, logger *sl
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// openAudit opens the audit log's destination (c.AuditLog); nil for none.
+func (c Config) openAudit() (io.Writer, func(), error) {
+	switch c.AuditLog {
+	case "", "-":
+		return os.Stderr, func() {}, nil
+	case "off":
+		return nil, func() {}, nil
+	}
+	f, err := os.OpenFile(c.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("BASALT_AUDIT_LOG: %w", err)
+	}
+	return f, func() { _ = f.Close() }, nil
 }
 
 // RunScheduler runs the scheduler function, the results function and the reconciler until ctx
