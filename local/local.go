@@ -77,6 +77,10 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return err
 	}
+	if o.Process.AuditLog == "" {
+		// The audit log beside the data, not in the console's log.
+		o.Process.AuditLog = filepath.Join(o.DataDir, "audit.log")
+	}
 	redisNote := "Redis: " + o.Process.RedisURL
 	dataNote := "volumes; their records are in the Redis of REDIS_URL"
 	var own server
