@@ -24,6 +24,7 @@ type Server struct {
 	Port int
 	cmd  *exec.Cmd
 	t    testing.TB
+	args []string // more redis-server arguments (StartWithACL's --aclfile); none for Start
 }
 
 // Start starts a redis-server with append-only persistence in a temporary directory and stops
@@ -57,8 +58,9 @@ func freePort(t testing.TB) int {
 // Restart starts the server again (after Stop or Kill) on the same port and data directory.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--dir", s.Dir, "--appendonly", "yes", "--save", "", "--logfile", filepath.Join(s.Dir, "redis.log"))
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--dir", s.Dir, "--appendonly", "yes", "--save", "", "--logfile", filepath.Join(s.Dir, "redis.log")}
+	s.cmd = exec.Command("redis-server", append(args, s.args...)...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
