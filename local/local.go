@@ -77,6 +77,12 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return err
 	}
+	authNote := "Auth:  noauth, as BASALT_AUTH says"
+	if o.Process.Auth == "" {
+		// The local stack is for one person's machine: no authentication unless asked.
+		o.Process.Auth = "noauth"
+		authNote = "Auth:  noauth (no authentication: X-Auth-Token user:project; the user admin is an administrator; BASALT_AUTH overrides)"
+	}
 	if o.Process.AuditLog == "" {
 		// The audit log beside the data, not in the console's log.
 		o.Process.AuditLog = filepath.Join(o.DataDir, "audit.log")
@@ -165,10 +171,10 @@ func Run(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 		if gctx.Err() != nil {
 			return nil
 		}
-		fmt.Fprintf(o.Out, "Basalt local stack is up.\n  API:   http://%s/v3\n  %s\n  Data:  %s (%s)\n"+
+		fmt.Fprintf(o.Out, "Basalt local stack is up.\n  API:   http://%s/v3\n  %s\n  %s\n  Data:  %s (%s)\n"+
 			"Try:\n  curl -s -H 'X-Auth-Token: demo:demo' -H 'Content-Type: application/json' \\\n"+
 			"    -d '{\"volume\": {\"size\": 1, \"name\": \"first\"}}' http://%s/v3/volumes\n",
-			addr, redisNote, o.DataDir, dataNote, addr)
+			addr, authNote, redisNote, o.DataDir, dataNote, addr)
 		if o.Ready != nil {
 			o.Ready(addr)
 		}

@@ -144,6 +144,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	s.env = append([]string{
 		"REDIS_URL=" + redisURL,
 		fmt.Sprintf("BASALT_LISTEN=127.0.0.1:%d", port),
+		"BASALT_AUTH=noauth",
 		"BASALT_REPORT_INTERVAL=200ms",
 		"BASALT_SERVICE_DOWN_TIME=1500ms",
 		"BASALT_RECONCILE_INTERVAL=500ms",

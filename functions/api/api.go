@@ -202,6 +202,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if project == "" {
 			project = user
 		}
+		if user == "" {
+			// A token must name a user: ":project" would act with no one's name on it.
+			h.Set("WWW-Authenticate", `Keystone uri="noauth"`)
+			writeFault(rec, http.StatusUnauthorized, "The request you have made requires authentication.")
+			return
+		}
 		caller := control.Caller{UserID: user, ProjectID: project, Admin: user == "admin", RequestID: rid}
 
 		// Optional project segment: /v3/{project_id}/<collection>...

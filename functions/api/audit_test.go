@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -87,5 +88,22 @@ func TestAuditLog(t *testing.T) {
 	}
 	if recs[0].RequestID != created.header.Get("X-Openstack-Request-Id") {
 		t.Errorf("audit request id %q, response's %q", recs[0].RequestID, created.header.Get("X-Openstack-Request-Id"))
+	}
+}
+
+// TestNoauthTokenNamesAUser: a token with no user (":project") acts as no one: 401 with
+// WWW-Authenticate, nothing about the project's resources.
+func TestNoauthTokenNamesAUser(t *testing.T) {
+	srv, _ := newServer(t)
+	do(t, srv, "alice:p1", "POST", "/v3/volumes", `{"volume":{"size":1,"name":"secret-name"}}`)
+	for _, tok := range []string{":p1", ":"} {
+		r := do(t, srv, tok, "GET", "/v3/volumes/detail", "")
+		if r.status != 401 || r.header.Get("WWW-Authenticate") == "" || strings.Contains(r.raw, "secret-name") {
+			t.Errorf("GET with token %q = %d %q (WWW-Authenticate %q), want 401 with WWW-Authenticate and nothing listed",
+				tok, r.status, r.raw, r.header.Get("WWW-Authenticate"))
+		}
+	}
+	if r := do(t, srv, "alice:p1", "GET", "/v3/volumes/detail", ""); r.status != 200 || !strings.Contains(r.raw, "secret-name") {
+		t.Errorf("GET with alice:p1 = %d, want 200 with the volume", r.status)
 	}
 }

@@ -39,7 +39,7 @@ func TestStoppedProcessesLeaveNothing(t *testing.T) {
 	}
 
 	c := Config{RedisURL: rs.URL(), Listen: "127.0.0.1:0", ReportInterval: 50 * time.Millisecond,
-		ReconcileInterval: 50 * time.Millisecond}
+		ReconcileInterval: 50 * time.Millisecond, Auth: "noauth"}
 	c.setDefaults()
 	opts, err := c.RedisOptions()
 	if err != nil {

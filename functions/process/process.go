@@ -72,6 +72,10 @@ type Config struct {
 	MaxMetadataItems int
 	// MaxExtraSpecs caps the extra specs of a volume type (default 128).
 	MaxExtraSpecs int
+	// Auth is the authentication mode of the api (BASALT_AUTH). Only "noauth" exists yet, and
+	// the api refuses to start without it being asked for: under noauth anyone who reaches
+	// the port is whoever their token names (docs/security.md).
+	Auth string
 	// AuditLog is where the api writes its audit log, one JSON line per mutating or
 	// administrator's request: "" or "-" for standard error, "off" for none, else a file
 	// appended to (BASALT_AUDIT_LOG).
@@ -124,6 +128,7 @@ func FromEnv() (Config, error) {
 	num("BASALT_MAX_METADATA_ITEMS", &c.MaxMetadataItems)
 	num("BASALT_MAX_EXTRA_SPECS", &c.MaxExtraSpecs)
 	c.AuditLog = os.Getenv("BASALT_AUDIT_LOG")
+	c.Auth = os.Getenv("BASALT_AUTH")
 	for _, res := range store.QuotaResources() {
 		name := "BASALT_QUOTA_" + strings.ToUpper(res)
 		if v := os.Getenv(name); v != "" {
@@ -234,6 +239,9 @@ func (c Config) NewPlane(st *store.Store, bus *events.Bus, logger *slog.Logger) 
 // address once the server listens.
 func RunAPI(ctx context.Context, c Config, opts *events.RedisOptions, logger *slog.Logger, ready func(addr string)) error {
 	c.setDefaults() // for a Config not read by FromEnv
+	if err := c.checkAuth(); err != nil {
+		return err
+	}
 	bus, err := c.Bus(opts, logger)
 	if err != nil {
 		return err
@@ -290,6 +298,20 @@ func RunAPI(ctx context.Context, c Config, opts *events.RedisOptions, logger *sl
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// checkAuth refuses an authentication mode that is not asked for or not built.
+func (c Config) checkAuth() error {
+	switch c.Auth {
+	case "noauth":
+		return nil
+	case "":
+		return errors.New("BASALT_AUTH is not set: set BASALT_AUTH=noauth to serve the API without authentication " +
+			"(anyone who reaches the port may act as any user, and as an administrator); see docs/security.md")
+	case "keystone", "jwt":
+		return fmt.Errorf("BASALT_AUTH=%s is not available yet: only noauth is (docs/security.md)", c.Auth)
+	}
+	return fmt.Errorf("BASALT_AUTH=%q: want noauth", c.Auth)
 }
 
 // openAudit opens the audit log's destination (c.AuditLog); nil for none.

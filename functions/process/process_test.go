@@ -1,9 +1,14 @@
 package process
 
 import (
+	"context"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/basalt-storage/basalt/events/redistest"
 )
 
 func TestRedisOptionsTimeouts(t *testing.T) {
@@ -83,5 +88,29 @@ func TestMetadataCapsFromEnv(t *testing.T) {
 	t.Setenv("BASALT_MAX_METADATA_ITEMS", "0")
 	if _, err := FromEnv(); err == nil {
 		t.Errorf("FromEnv() with BASALT_MAX_METADATA_ITEMS=0 = nil error, want one")
+	}
+}
+
+// TestAPIRefusesUnaskedNoauth: the api serves without authentication only when BASALT_AUTH
+// says noauth; unset, or a mode not built yet, it does not start, and says why.
+func TestAPIRefusesUnaskedNoauth(t *testing.T) {
+	rs := redistest.Start(t)
+	for _, c := range []struct{ auth, want string }{
+		{"", "BASALT_AUTH is not set"},
+		{"keystone", "not available yet"},
+		{"ldap", "want noauth"},
+	} {
+		cfg := Config{RedisURL: rs.URL(), Listen: "127.0.0.1:0", Auth: c.auth}
+		cfg.setDefaults()
+		opts, err := cfg.RedisOptions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = RunAPI(ctx, cfg, opts, slog.New(slog.DiscardHandler), func(string) { t.Errorf("BASALT_AUTH=%q: the api listened", c.auth) })
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("RunAPI with BASALT_AUTH=%q = %v, want an error saying %q", c.auth, err, c.want)
+		}
 	}
 }
