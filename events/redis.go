@@ -2,6 +2,11 @@ package events
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +62,46 @@ func (o *RedisOptions) SetDefaultTimeouts(d time.Duration) {
 			*t = d
 		}
 	}
+}
+
+// UseTLSFiles trusts the certificate authorities in caFile (PEM) for a rediss:// deployment
+// instead of the system's, and presents the client certificate certFile with keyFile when
+// both are given (Redis's tls-auth-clients). Empty names change nothing. It is an error on a
+// deployment whose URL did not ask for TLS.
+func (o *RedisOptions) UseTLSFiles(caFile, certFile, keyFile string) error {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil
+	}
+	t := o.tlsConfig()
+	if t == nil {
+		return errors.New("a CA or client certificate is given, but the Redis URL is not rediss:// (or rediss+cluster://)")
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s: no PEM certificate", caFile)
+		}
+		t.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return err
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return nil
+}
+
+func (o *RedisOptions) tlsConfig() *tls.Config {
+	if o.Cluster != nil {
+		return o.Cluster.TLSConfig
+	}
+	return o.Single.TLSConfig
 }
 
 // String names the deployment for logs, without credentials.

@@ -72,6 +72,9 @@ type Config struct {
 	MaxMetadataItems int
 	// MaxExtraSpecs caps the extra specs of a volume type (default 128).
 	MaxExtraSpecs int
+	// RedisCAFile, RedisCertFile and RedisKeyFile are the CA to trust for a rediss:// Redis and
+	// the client certificate to present (BASALT_REDIS_CA_FILE, _CERT_FILE, _KEY_FILE).
+	RedisCAFile, RedisCertFile, RedisKeyFile string
 	// Auth is the authentication mode of the api (BASALT_AUTH). Only "noauth" exists yet, and
 	// the api refuses to start without it being asked for: under noauth anyone who reaches
 	// the port is whoever their token names (docs/security.md).
@@ -129,6 +132,8 @@ func FromEnv() (Config, error) {
 	num("BASALT_MAX_EXTRA_SPECS", &c.MaxExtraSpecs)
 	c.AuditLog = os.Getenv("BASALT_AUDIT_LOG")
 	c.Auth = os.Getenv("BASALT_AUTH")
+	c.RedisCAFile, c.RedisCertFile, c.RedisKeyFile = os.Getenv("BASALT_REDIS_CA_FILE"),
+		os.Getenv("BASALT_REDIS_CERT_FILE"), os.Getenv("BASALT_REDIS_KEY_FILE")
 	for _, res := range store.QuotaResources() {
 		name := "BASALT_QUOTA_" + strings.ToUpper(res)
 		if v := os.Getenv(name); v != "" {
@@ -220,6 +225,9 @@ func (c Config) RedisOptions() (*events.RedisOptions, error) {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	o.SetDefaultTimeouts(c.RedisTimeout)
+	if err := o.UseTLSFiles(c.RedisCAFile, c.RedisCertFile, c.RedisKeyFile); err != nil {
+		return nil, fmt.Errorf("Redis TLS: %w", err)
+	}
 	return o, nil
 }
 
