@@ -21,7 +21,7 @@ import (
 // volume is available on one of the four backends of the example topology.
 func TestLocalStackQuickstart(t *testing.T) {
 	l := startLocal(t, t.TempDir())
-	for _, want := range []string{l.base + "/v3", "Redis:", "kept across restarts", "curl"} {
+	for _, want := range []string{l.base + "/v3", "Redis:", "kept across restarts", "curl", "Auth:  noauth (no authentication"} {
 		if !strings.Contains(l.banner, want) {
 			t.Errorf("banner %q lacks %q", l.banner, want)
 		}
