@@ -88,6 +88,13 @@ func FuzzListOptions(f *testing.F) {
 		if sorts == "" && q.Get("sort_key") != "" {
 			sorts = q.Get("sort_key")
 		}
+		if q.Get("sort") == "" && (q.Get("sort_key") != "" || q.Get("sort_dir") != "") {
+			// The legacy pair: one key (created_at when only a direction is given), never a list.
+			if len(o.Sort) > 1 || (len(o.Sort) == 1 && strings.TrimSpace(q.Get("sort_key")) == "" && o.Sort[0].Key != "created_at") {
+				t.Fatalf("listOptions(%q): sorts %+v, want the one legacy key", raw, o.Sort)
+			}
+			sorts += " created_at"
+		}
 		for _, k := range o.Sort {
 			if !strings.Contains(sorts, k.Key) {
 				t.Fatalf("listOptions(%q): sort key %q not in the query", raw, k.Key)

@@ -262,8 +262,18 @@ func listOptions(ctx context.Context, q url.Values) (control.ListOptions, error)
 	if sortParam != "" && (sortKey != "" || q.Get("sort_dir") != "") {
 		return o, basalt.Errorf(basalt.EINVALID, "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used with the 'sort' parameter.")
 	}
-	if sortKey != "" {
-		sortParam = sortKey + ":" + q.Get("sort_dir")
+	if sortKey != "" || q.Get("sort_dir") != "" {
+		// The legacy pair is one key and one direction, never lists (Cinder's get_sort_params).
+		dir := strings.ToLower(strings.TrimSpace(q.Get("sort_dir")))
+		if dir != "" && dir != "asc" && dir != "desc" {
+			return o, basalt.Errorf(basalt.EINVALID, "Unknown sort direction, must be 'desc' or 'asc'.")
+		}
+		if k := strings.TrimSpace(sortKey); k != "" {
+			o.Sort = []control.SortKey{{Key: k, Desc: dir != "asc"}}
+		} else if dir != "" {
+			o.Sort = []control.SortKey{{Key: "created_at", Desc: dir != "asc"}}
+		}
+		return o, nil
 	}
 	if sortParam != "" {
 		for _, part := range strings.Split(sortParam, ",") {
