@@ -243,27 +243,6 @@ func TestLeasesKeepQueuedAndRunningCommandsAlive(t *testing.T) {
 // ends, and returns the bus it uses.
 func runAgent(t *testing.T, rs *redistest.Server, dir string) *events.Bus {
 	t.Helper()
-	logger := slog.New(slog.DiscardHandler)
-	bus, err := events.NewBus(events.BusConfig{Redis: events.Single(rs.Options())}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agents.New(agents.Config{Host: "h", DataDir: dir, ReportInterval: agents.Duration(100 * time.Millisecond),
-		Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}}, bus, events.Single(rs.Options()), logger)
-	if err != nil {
-		bus.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-		a.Close()
-		bus.Close()
-	})
-	return bus
+	return runAgentWith(t, rs, events.BusConfig{}, agents.Config{Host: "h", DataDir: dir,
+		ReportInterval: agents.Duration(100 * time.Millisecond), Backends: []agents.BackendConfig{{Name: "b", Driver: "file"}}})
 }
